@@ -1,0 +1,136 @@
+"""Reading and writing entry files, and regenerating the tables next to them.
+
+Layout: ``<root>/<suite>-v<version>/entries/<name>.json`` plus the generated
+``leaderboard.csv`` and ``LEADERBOARD.md`` in ``<root>/<suite>-v<version>/``. Every write
+happens under a file lock on the suite folder and replaces files atomically, so concurrent
+scores never corrupt an entry or a table.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from pydantic import ValidationError
+
+import sbbench
+from sbbench.leaderboard.entry import Entry, MethodCard, Provenance, SuiteRef
+from sbbench.leaderboard.render import leaderboard_frame, to_markdown
+from sbbench.leaderboard.stats import summarize
+from sbbench.methods.registry import MethodInfo
+from sbbench.results import RunResult
+from sbbench.scoring import atomic_write_text
+from sbbench.suite import Suite
+
+
+class EntryError(ValueError):
+    """An entry file is unreadable or does not match the schema; the message names the file."""
+
+
+@dataclass(frozen=True)
+class LoadedEntry:
+    """An entry with where it lives and whether its suite hash is out of date."""
+
+    entry: Entry
+    path: Path
+    stale: bool
+
+
+def suite_dir(root: Path, suite: Suite) -> Path:
+    return root / suite.label
+
+
+def entry_path(root: Path, suite: Suite, name: str) -> Path:
+    return suite_dir(root, suite) / "entries" / f"{name}.json"
+
+
+def provenance(device: str) -> Provenance:
+    """This process's software versions, git commit, device and time."""
+    return Provenance(sbbench_version=sbbench.__version__, git_commit=_git_commit(), python=sys.version.split()[0],
+                      torch=torch.__version__, device=device, platform=f"{platform.platform()} ({socket.gethostname()})",
+                      created=datetime.now(timezone.utc))
+
+
+def build_entry(info: MethodInfo, hparams: dict, hparams_source: str, suite: Suite, results: list[RunResult],
+                device: str) -> Entry:
+    """Aggregate finished runs (all ``ok``) into an entry."""
+    aggregates = {
+        task.name: {metric: summarize([r.metrics[metric] for r in results if r.task == task.name])
+                    for metric in next(r for r in results if r.task == task.name).metrics}
+        for task in suite.tasks
+    }
+    primary = sum(aggregates[t.name][suite.primary_metric].mean for t in suite.tasks) / len(suite.tasks)
+    meta = info.meta
+    card = MethodCard(
+        name=info.name, display_name=(meta.display_name if meta and meta.display_name else info.name),
+        version=str(info.cls.version), track=info.cls.track.value, code_hash=info.code_hash, hparams=hparams,
+        hparams_source=hparams_source, source=info.source, authors=list(meta.authors) if meta else [],
+        paper=meta.paper if meta else getattr(info.cls, "paper", None),
+        description=meta.description if meta else (info.cls.__doc__ or "").strip().split("\n")[0],
+    )
+    return Entry(method=card, provenance=provenance(device),
+                 suite=SuiteRef(name=suite.name, version=suite.version, hash=suite.content_hash()),
+                 primary_metric=suite.primary_metric, primary_score=primary, aggregates=aggregates,
+                 runs=results, wall_seconds=sum(r.train_seconds + r.eval_seconds for r in results))
+
+
+def read_entry(path: Path) -> Entry:
+    """Parse and validate one entry file."""
+    try:
+        return Entry.model_validate_json(path.read_bytes())
+    except OSError as error:
+        raise EntryError(f"{path}: cannot read: {error}") from error
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        raise EntryError(f"{path}: not a valid sbbench entry: {where}: {problem['msg']}") from error
+
+
+def load_entries(root: Path, suite: Suite) -> list[LoadedEntry]:
+    """Every entry of ``suite`` under ``root``, each flagged stale when its suite hash differs."""
+    folder = suite_dir(root, suite) / "entries"
+    current = suite.content_hash()
+    loaded = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        entry = read_entry(path)
+        loaded.append(LoadedEntry(entry=entry, path=path, stale=entry.suite.hash != current))
+    return loaded
+
+
+def write_entry(root: Path, suite: Suite, entry: Entry) -> Path:
+    """Write ``entry`` atomically under the suite's lock, then regenerate the tables."""
+    folder = suite_dir(root, suite)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = entry_path(root, suite, entry.method.name)
+    with FileLock(folder / ".lock"):
+        atomic_write_text(path, entry.model_dump_json(indent=1) + "\n")
+        regenerate_tables(root, suite)
+    return path
+
+
+def regenerate_tables(root: Path, suite: Suite) -> None:
+    """Rewrite ``leaderboard.csv`` and ``LEADERBOARD.md`` from the entry files (caller holds the lock)."""
+    folder = suite_dir(root, suite)
+    frame = leaderboard_frame(load_entries(root, suite), suite)
+    atomic_write_text(folder / "leaderboard.csv", frame.to_csv(index=False))
+    atomic_write_text(folder / "LEADERBOARD.md", to_markdown(frame, suite))
+
+
+def _git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(sbbench.__file__).parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(sbbench.__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if commit.returncode != 0:
+        return "unknown"
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -1,0 +1,139 @@
+"""The method contract: what a plug-in declares, what it may see, and what it returns.
+
+A method is a class with a ``name``, a ``version``, a ``track`` and a pydantic ``HParams``
+model, whose :meth:`Method.fit` turns a :class:`TrainContext` into a trained
+``torch.nn.Module`` mapping a batch of inputs to 2 logits. The context holds exactly the
+side information the track allows and never the test sets.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from sbbench.data.dataset import LabeledSet
+from sbbench.data.features import FeatureSpace
+from sbbench.training import Objective, TrainConfig, TrainLog, cross_entropy_objective, train
+
+
+class Track(str, Enum):
+    """Side information a method may use beyond the labeled training set."""
+
+    T0 = "T0"
+    """nothing"""
+    T1 = "T1"
+    """an unlabeled pool in which S is independent of the label"""
+    T2 = "T2"
+    """T1 plus a small labeled validation set from the same decorrelated distribution"""
+    ORACLE = "oracle"
+    """which coordinates form S (an upper bound, not a method)"""
+
+
+class HParams(BaseModel):
+    """Base class of hyperparameter models: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def hparam(default: Any, *, low: float | None = None, high: float | None = None, log: bool = False,
+           choices: list[Any] | None = None, description: str = "") -> Any:
+    """A hyperparameter field with a default and an optional random-search range.
+
+    ``low``/``high`` give a uniform range (log-uniform when ``log``); ``choices`` a finite set.
+    The range is stored in the field's JSON schema under ``"search"``.
+    """
+    search: dict[str, Any] = {}
+    if choices is not None:
+        search = {"choices": choices}
+    elif low is not None and high is not None:
+        search = {"low": low, "high": high, "log": log}
+    return Field(default=default, description=description, json_schema_extra={"search": search} if search else None)
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """Everything a method may see while training.
+
+    Attributes:
+        train: the labeled training split.
+        input_shape: shape of one input example.
+        budget: the task's optimiser settings, batch size and stopping rule.
+        seed: the job's seed (torch's global RNG is seeded with it before ``fit``).
+        device: where to train.
+        make_backbone: returns a freshly initialised copy of the task's backbone.
+        pool: inputs of the unlabeled decorrelated pool (tracks T1, T2), else ``None``.
+        val: the labeled decorrelated validation set (track T2), else ``None``.
+        space: canonical coordinates and blocks, including which is S (oracle track only).
+        log: progress messages.
+    """
+
+    train: LabeledSet
+    input_shape: tuple[int, ...]
+    budget: TrainConfig
+    seed: int
+    device: torch.device
+    make_backbone: Callable[[], nn.Module]
+    pool: Tensor | None = None
+    val: LabeledSet | None = None
+    space: FeatureSpace | None = None
+    log: Callable[[str], None] = lambda message: None
+
+    def fit_model(
+        self,
+        model: nn.Module | None = None,
+        objective: Objective = cross_entropy_objective,
+        *,
+        config: TrainConfig | None = None,
+        seed: int | None = None,
+    ) -> tuple[nn.Module, TrainLog]:
+        """Train ``model`` (default: a fresh backbone) on the training split with the shared loop.
+
+        ``config`` defaults to the task's budget and ``seed`` (shuffling) to the job's seed.
+        """
+        model = (model if model is not None else self.make_backbone()).to(self.device)
+        log = train(model, self.train.x, self.train.y, config or self.budget,
+                    seed=self.seed if seed is None else seed, objective=objective,
+                    on_epoch=lambda epoch, loss, acc: self.log(f"epoch {epoch}: loss {loss:.4f}, acc {acc:.4f}"))
+        return model, log
+
+
+class Method(ABC):
+    """Base class of every training method (built-in, installed or submitted).
+
+    Subclasses set the class attributes and implement :meth:`fit`.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    track: ClassVar[Track] = Track.T0
+    HParams: ClassVar[type[HParams]] = HParams
+    default_hparams: ClassVar[HParams | None] = None
+    """Defaults that override ``HParams()``'s (set from a submission's ``[hparams]`` table)."""
+
+    def __init__(self, hparams: HParams | None = None) -> None:
+        self.hparams = hparams if hparams is not None else self.defaults()
+
+    @classmethod
+    def defaults(cls) -> HParams:
+        """The hyperparameters used when none are given."""
+        return cls.default_hparams if cls.default_hparams is not None else cls.HParams()
+
+    @classmethod
+    def with_overrides(cls, overrides: dict[str, Any]) -> Method:
+        """An instance whose hyperparameters are the defaults updated by ``overrides``.
+
+        Raises pydantic's ``ValidationError`` when a key is unknown or a value has the wrong type.
+        """
+        values = {**cls.defaults().model_dump(), **overrides}
+        return cls(cls.HParams.model_validate(values))
+
+    @abstractmethod
+    def fit(self, ctx: TrainContext) -> nn.Module:
+        """Train on ``ctx`` and return a module mapping ``(n, *input_shape)`` to ``(n, 2)`` logits."""

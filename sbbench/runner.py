@@ -1,0 +1,114 @@
+"""Running one job: build the task's data, let the method fit, evaluate on held-out data.
+
+A job is a pure function of (method class + hyperparameters, task, seed): the data, the
+initialisation and the shuffling all derive from the seed, so every executor gives the same
+numbers. Errors inside the method or the evaluation become a failed :class:`RunResult`
+carrying the reason; they never escape.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from sbbench.data.dataset import Dataset
+from sbbench.methods.base import Method, Track, TrainContext
+from sbbench.methods.registry import MethodInfo
+from sbbench.metrics.evaluate import evaluate
+from sbbench.results import RunResult
+from sbbench.tasks import Task
+
+_DATA_CACHE: dict[tuple[str, int], Dataset] = {}
+_DATA_CACHE_SIZE = 4
+
+
+class InvalidModel(RuntimeError):
+    """``fit`` returned something that is not a usable 2-logit model."""
+
+
+def build_data(task: Task, seed: int) -> Dataset:
+    """The task's dataset for ``seed``, memoised per process (a few most recent)."""
+    key = (task.content_hash(), seed)
+    if key not in _DATA_CACHE:
+        if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+        _DATA_CACHE[key] = task.build(seed)
+    return _DATA_CACHE[key]
+
+
+def method_fields(info: MethodInfo, method: Method) -> dict[str, object]:
+    """The :class:`RunResult` fields that identify a configured method."""
+    return {"method": info.name, "method_version": str(info.cls.version), "track": info.cls.track.value,
+            "code_hash": info.code_hash, "hparams": method.hparams.model_dump(mode="json")}
+
+
+def train_context(task: Task, data: Dataset, track: Track, seed: int, device: torch.device,
+                  log: Callable[[str], None]) -> TrainContext:
+    """What a method of ``track`` may see of ``data``: never the test split."""
+    sees_pool = track in (Track.T1, Track.T2)
+    return TrainContext(
+        train=_to(data.train, device),
+        input_shape=data.space.input_shape,
+        budget=task.budget,
+        seed=seed,
+        device=device,
+        make_backbone=lambda: task.make_backbone(data.space.input_shape).to(device),
+        pool=data.pool.x.to(device) if sees_pool and data.pool is not None else None,
+        val=_to(data.val, device) if track == Track.T2 and data.val is not None else None,
+        space=data.space if track == Track.ORACLE else None,
+        log=log,
+    )
+
+
+def run_job(info: MethodInfo, method: Method, task: Task, seed: int, *, device: torch.device | None = None,
+            log: Callable[[str], None] = lambda message: None) -> RunResult:
+    """Train ``method`` on ``task`` at ``seed`` and evaluate it; failures are recorded, not raised."""
+    device = device or default_device()
+    record = {**method_fields(info, method), "task": task.name, "task_hash": task.content_hash(), "seed": seed}
+    started = time.perf_counter()
+    try:
+        data = build_data(task, seed)
+        torch.manual_seed(seed)
+        model = method.fit(train_context(task, data, info.cls.track, seed, device, log))
+        check_model(model, data.train.x[:8].to(device))
+        trained = time.perf_counter()
+        evaluation = evaluate(model, data.test.x.to(device), data.test.y.to(device), data.space, task.metrics,
+                              seed=seed)
+    except Exception as error:
+        return RunResult(**record, status="failed", error=_describe(error),
+                         train_seconds=time.perf_counter() - started)
+    return RunResult(**record, status="ok", metrics=evaluation.metrics, profiles=evaluation.profiles,
+                     train_seconds=trained - started, eval_seconds=time.perf_counter() - trained)
+
+
+def check_model(model: object, x: torch.Tensor) -> None:
+    """Raise :class:`InvalidModel` unless ``model`` maps ``x`` to finite ``(n, 2)`` logits."""
+    if not isinstance(model, nn.Module):
+        raise InvalidModel(f"fit must return a torch.nn.Module, got {type(model).__name__}")
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (len(x), 2):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise InvalidModel(f"the model must map a batch of {len(x)} inputs to ({len(x)}, 2) logits, got {shape}")
+    if not torch.isfinite(logits).all():
+        raise InvalidModel("the model's logits contain NaN or infinite values")
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _to(split, device: torch.device):
+    return type(split)(x=split.x.to(device), y=split.y.to(device))
+
+
+def _describe(error: Exception) -> str:
+    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
+    return f"{type(error).__name__}: {error}{where}"

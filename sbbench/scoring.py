@@ -1,0 +1,182 @@
+"""Scoring a method on a suite: one job per (task, seed), cached on disk, resumable.
+
+Each job's result is stored under a key hashed from (sbbench version, suite hash, method
+code hash, hyperparameters, task, seed) as soon as it finishes, so a score that is
+interrupted and started again recomputes only the jobs that are missing. Only the process
+that submits the jobs reads and writes the cache; workers just compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+import sbbench
+from sbbench.methods.registry import MethodInfo, resolve_method
+from sbbench.results import RunResult
+from sbbench.runner import run_job
+from sbbench.suite import Suite
+from sbbench.tasks import Task
+
+Executor = Literal["inline", "process"]
+
+
+class JobSpec(BaseModel):
+    """Everything a worker needs to run one job; a pure description, cheap to pickle."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method_ref: str
+    hparams: dict[str, Any]
+    task: Task
+    seed: int
+
+    def key(self, code_hash: str, suite_hash: str) -> str:
+        """The job's cache key."""
+        payload = json.dumps([sbbench.__version__, suite_hash, code_hash, self.hparams, self.task.name,
+                              self.task.content_hash(), self.seed], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class CachedResult(BaseModel):
+    """On-disk form of a cached job: the result plus a checksum of its JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checksum: str
+    result: RunResult
+
+
+def _checksum(result: RunResult) -> str:
+    return hashlib.sha256(result.model_dump_json().encode()).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+class ResultCache:
+    """Finished job results under ``root/<key[:2]>/<key>.json``, checksummed.
+
+    A file that does not parse or whose checksum does not match is treated as missing (and
+    removed), so a job is recomputed rather than trusted.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def load(self, key: str) -> RunResult | None:
+        path = self.path(key)
+        try:
+            cached = CachedResult.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValidationError, ValueError):
+            path.unlink(missing_ok=True)
+            return None
+        if cached.checksum != _checksum(cached.result):
+            path.unlink(missing_ok=True)
+            return None
+        return cached.result
+
+    def store(self, key: str, result: RunResult) -> None:
+        record = CachedResult(checksum=_checksum(result), result=result)
+        atomic_write_text(self.path(key), record.model_dump_json())
+
+
+def default_cache_dir() -> Path:
+    """``$SBBENCH_CACHE`` or ``.sbbench/cache`` under the working directory."""
+    return Path(os.environ.get("SBBENCH_CACHE", ".sbbench/cache"))
+
+
+def method_ref(info: MethodInfo) -> str:
+    """How a worker finds the method again: a folder path for submissions, else the name."""
+    if info.meta is not None:
+        return info.source.removeprefix("folder ")
+    return info.name
+
+
+def execute_job(job: JobSpec) -> RunResult:
+    """Run one job in this process (the function workers execute)."""
+    info = resolve_method(job.method_ref)
+    return run_job(info, info.cls(info.cls.HParams.model_validate(job.hparams)), job.task, job.seed)
+
+
+@dataclass
+class ScoreOutcome:
+    """The results of a score, in suite order, and how many came from the cache."""
+
+    results: list[RunResult]
+    reused: int
+
+
+def score(
+    info: MethodInfo,
+    hparams: dict[str, Any],
+    suite: Suite,
+    *,
+    cache: ResultCache,
+    workers: int = 1,
+    executor: Executor = "inline",
+    on_result: Callable[[RunResult, bool], None] = lambda result, reused: None,
+    log: Callable[[str], None] = lambda message: None,
+) -> ScoreOutcome:
+    """Run every (task, seed) job of ``suite`` not already cached and return all results.
+
+    ``hparams`` must be the full, validated hyperparameters (``model_dump(mode="json")``).
+    ``on_result(result, reused)`` is called once per job as it becomes available. Failed jobs
+    are stored too, but retried by the next score.
+    """
+    ref = method_ref(info)
+    suite_hash = suite.content_hash()
+    jobs = [JobSpec(method_ref=ref, hparams=hparams, task=task, seed=seed)
+            for task in suite.tasks for seed in suite.seeds]
+    keys = [job.key(info.code_hash, suite_hash) for job in jobs]
+    results: dict[str, RunResult] = {}
+    for key in keys:
+        cached = cache.load(key)
+        if cached is not None and cached.status == "ok":
+            results[key] = cached
+            on_result(cached, True)
+    reused = len(results)
+    pending = [(key, job) for key, job in zip(keys, jobs) if key not in results]
+    for key, result in _execute(pending, info, workers, executor, log):
+        cache.store(key, result)
+        results[key] = result
+        on_result(result, False)
+    return ScoreOutcome(results=[results[key] for key in keys], reused=reused)
+
+
+def _execute(pending: list[tuple[str, JobSpec]], info: MethodInfo, workers: int, executor: Executor,
+             log: Callable[[str], None]) -> Iterator[tuple[str, RunResult]]:
+    if executor == "inline" or workers == 1:
+        for key, job in pending:
+            method = info.cls(info.cls.HParams.model_validate(job.hparams))
+            yield key, run_job(info, method, job.task, job.seed, log=log)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(execute_job, job): key for key, job in pending}
+        for future in as_completed(futures):
+            yield futures[future], future.result()

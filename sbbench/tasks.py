@@ -1,0 +1,95 @@
+"""Named tasks: a dataset spec, a backbone, a training budget and the metric settings.
+
+A :class:`Task` is hashable content: its :meth:`Task.content_hash` changes whenever anything
+that changes numbers changes. The job seed picks the data draw (a new rotation and new
+points) and the model initialisation, so two methods compared at the same seed see the same
+data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from sbbench.data.dataset import Dataset
+from sbbench.data.synthetic import SyntheticSpec, adv_ms, lms, make_synthetic, ms
+from sbbench.metrics.evaluate import AttackSpec, MetricSpec
+from sbbench.models import BackboneSpec, build_backbone
+from sbbench.training import TrainConfig
+
+
+class Task(BaseModel):
+    """One benchmark task; everything in it is part of its content hash."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    version: int = 1
+    description: str
+    data: SyntheticSpec
+    backbone: BackboneSpec
+    budget: TrainConfig
+    metrics: MetricSpec = MetricSpec()
+
+    def content_hash(self) -> str:
+        """sha256 of the task's canonical JSON."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+    def build(self, seed: int) -> Dataset:
+        """The task's data for ``seed`` (deterministic)."""
+        return make_synthetic(self.data, seed)
+
+    def make_backbone(self, input_shape: tuple[int, ...]) -> nn.Module:
+        """A freshly initialised backbone for inputs of ``input_shape``."""
+        return build_backbone(self.backbone, input_shape)
+
+
+_POOL = {"n_pool": 10_000, "n_val": 1_000}
+_FCN_100 = BackboneSpec(width=100, depth=2)
+_FCN_300 = BackboneSpec(width=300, depth=2)
+_SGD = TrainConfig(lr=0.1, batch_size=256, weight_decay=5e-5, max_epochs=50)
+_NOISY_SGD = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, max_epochs=20, stop_train_acc=0.995)
+
+
+def _tasks() -> dict[str, Task]:
+    defs = [
+        Task(name="lms5", description="LMS-5: linear S, 49 five-slab coordinates, rotated (d=50)",
+             data=lms(5, **_POOL), backbone=_FCN_100, budget=_SGD),
+        Task(name="lms7", description="LMS-7: linear S, 49 seven-slab coordinates, rotated (d=50)",
+             data=lms(7, **_POOL), backbone=_FCN_100, budget=_SGD),
+        Task(name="ms57", description="MS-(5,7): one 5-slab S, 49 seven-slab coordinates, rotated (d=50)",
+             data=ms(5, 7, **_POOL), backbone=_FCN_100, budget=_SGD),
+        Task(name="ms5", description="MS-5: 50 five-slab coordinates, no simpler block (control)",
+             data=ms(5, 5, n_train=40_000, **_POOL), backbone=_FCN_300,
+             budget=TrainConfig(lr=0.3, momentum=0.9, weight_decay=5e-4, max_epochs=100)),
+        Task(name="ms7", description="MS-7: 50 seven-slab coordinates, the 'S removed' control",
+             data=ms(7, 7, n_train=40_000, **_POOL), backbone=_FCN_300,
+             budget=TrainConfig(lr=0.3, momentum=0.9, weight_decay=5e-4, max_epochs=100)),
+        Task(name="noisy-lms7", description="noisy LMS-7: S linear but only 95% predictive (p=0.1), 7-slab S^c",
+             data=lms(7, noise=0.1, n_train=40_000, **_POOL), backbone=_FCN_300, budget=_NOISY_SGD),
+        Task(name="noisy-ms57", description="noisy MS-(5,7): S a 5-slab with 10% swap noise, 7-slab S^c",
+             data=ms(5, 7, noise=0.1, n_train=40_000, **_POOL), backbone=_FCN_300, budget=_NOISY_SGD),
+        Task(name="adv-ms57", description="AdvMS-(5,7): d=20, ten 5-slabs (g=0.05) as S, ten 7-slabs (g=0.15)",
+             data=adv_ms(**_POOL), backbone=_FCN_100, budget=_SGD.model_copy(update={"max_epochs": 200})),
+        Task(name="lms5-smoke", description="a tiny LMS-5 (3k train) with cheap metrics, for checking a method works",
+             data=lms(5, n_train=3000, n_test=1000, n_pool=500, n_val=200), backbone=_FCN_100,
+             budget=_SGD.model_copy(update={"max_epochs": 10}),
+             metrics=MetricSpec(randomization_repeats=2, attacks=[AttackSpec(norm="l2", eps=1.0, steps=10)],
+                                universal=False, coordinate_profile=False)),
+    ]
+    return {task.name: task for task in defs}
+
+
+TASKS: dict[str, Task] = _tasks()
+"""Every named task, by name."""
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; a KeyError lists the known names."""
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+

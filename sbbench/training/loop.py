@@ -1,0 +1,147 @@
+"""A fast minibatch training loop with pluggable objectives.
+
+Data stay resident as tensors: each epoch draws one permutation, gathers the shuffled copy
+once and walks it in contiguous slices, so there is no per-sample DataLoader work. Training
+statistics (loss, accuracy) accumulate on the device from the forward passes the steps
+already make, and are read once per epoch for the stopping rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+
+class TrainConfig(BaseModel):
+    """Optimiser, batch size and stopping rule of one training run.
+
+    Training stops after the first epoch whose running train accuracy is
+    ``>= stop_train_acc`` or whose mean train loss is ``< stop_train_loss``, and after
+    ``max_epochs`` at the latest. Running statistics are those of the epoch's own minibatch
+    forward passes (the model changes during the epoch), which costs nothing extra.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-5, ge=0)
+    batch_size: int = Field(default=256, ge=1)
+    max_epochs: int = Field(default=100, ge=1)
+    stop_train_acc: float | None = Field(default=1.0, gt=0, le=1)
+    stop_train_loss: float | None = Field(default=0.01, gt=0)
+
+
+class Objective(Protocol):
+    """Loss of one minibatch: ``(model, x, y) -> (scalar loss, (n, 2) logits on x)``."""
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def cross_entropy_objective(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Plain ERM: mean cross-entropy of the logits."""
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
+@dataclass
+class TrainLog:
+    """Per-epoch running statistics of a finished run."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_loss)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``config`` names, over ``params``."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def train(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    config: TrainConfig,
+    *,
+    seed: int,
+    objective: Objective = cross_entropy_objective,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> TrainLog:
+    """Train ``model`` in place on ``(x, y)`` and return the per-epoch statistics.
+
+    Args:
+        model: maps ``(b, *input_shape)`` to ``(b, 2)`` logits; its parameters are updated.
+        x, y: all training inputs ``(n, *input_shape)`` and int64 labels ``(n,)``, on the
+            device the model lives on.
+        config: optimiser, batch size, stopping rule.
+        seed: seeds the shuffling (initialisation is the caller's business).
+        objective: the minibatch loss; methods pass their own.
+        on_epoch: called after every epoch with ``(epoch, mean loss, running accuracy)``.
+
+    Raises:
+        TrainingDiverged: the epoch's mean loss is NaN or infinite.
+    """
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    generator = torch.Generator().manual_seed(seed)
+    log = TrainLog()
+    model.train()
+    for epoch in range(1, config.max_epochs + 1):
+        loss, acc = _run_epoch(model, x, y, config.batch_size, optimizer, objective, generator)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training loss became {loss} in epoch {epoch}")
+        log.train_loss.append(loss)
+        log.train_acc.append(acc)
+        if on_epoch is not None:
+            on_epoch(epoch, loss, acc)
+        if _should_stop(config, loss, acc):
+            break
+    model.eval()
+    return log
+
+
+def _run_epoch(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    objective: Objective,
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    order = torch.randperm(len(y), generator=generator).to(y.device)
+    x_shuffled, y_shuffled = x[order], y[order]
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(y), batch_size):
+        xb, yb = x_shuffled[start:start + batch_size], y_shuffled[start:start + batch_size]
+        loss, logits = objective(model, xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.detach().argmax(dim=1) == yb).sum()
+    return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def _should_stop(config: TrainConfig, loss: float, acc: float) -> bool:
+    reached_acc = config.stop_train_acc is not None and acc >= config.stop_train_acc
+    reached_loss = config.stop_train_loss is not None and loss < config.stop_train_loss
+    return reached_acc or reached_loss
