@@ -159,7 +159,7 @@ def score(
             results[key] = cached
             on_result(cached, True)
     reused = len(results)
-    pending = [(key, job) for key, job in zip(keys, jobs) if key not in results]
+    pending = [(key, job) for key, job in zip(keys, jobs, strict=True) if key not in results]
     for key, result in _execute(pending, info, workers, executor, log):
         cache.store(key, result)
         results[key] = result

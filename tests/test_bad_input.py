@@ -80,8 +80,7 @@ def leaderboard(tmp_path: Path) -> Path:
     root = tmp_path / "leaderboard"
     info = resolve_method("erm", submissions_dir=None)
     hparams = info.cls.defaults().model_dump(mode="json")
-    metrics = {name: 0.5 + 0.01 * seed for name in (*SMOKE.table_metrics, SMOKE.primary_metric)
-               for seed in SMOKE.seeds}
+    metrics = dict.fromkeys((*SMOKE.table_metrics, SMOKE.primary_metric), 0.5)
     runs = [RunResult(method="erm", method_version="1", track="T0", code_hash=info.code_hash, hparams=hparams,
                       task=task.name, task_hash=task.content_hash(), seed=seed, status="ok",
                       metrics={name: value + 0.01 * seed for name, value in metrics.items()})

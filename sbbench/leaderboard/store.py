@@ -9,7 +9,6 @@ scores never corrupt an entry or a table.
 from __future__ import annotations
 
 import platform
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ def entry_path(root: Path, suite: Suite, name: str) -> Path:
 def provenance(device: str) -> Provenance:
     """This process's software versions, git commit, device and time."""
     return Provenance(sbbench_version=sbbench.__version__, git_commit=_git_commit(), python=sys.version.split()[0],
-                      torch=torch.__version__, device=device, platform=f"{platform.platform()} ({socket.gethostname()})",
+                      torch=torch.__version__, device=device, platform=platform.platform(),
                       created=datetime.now(timezone.utc))
 
 
