@@ -16,7 +16,7 @@ from sbbench.leaderboard.render import format_value
 from sbbench.leaderboard.store import EntryError, entry_path, read_entry
 from sbbench.methods.registry import MethodInfo, RegistryError, SubmissionError, discover, resolve_method
 from sbbench.suite import Suite, get_suite
-from sbbench.tasks import get_task
+from sbbench.tasks import Task, get_task
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="sbbench: a benchmark for simplicity bias in neural networks.")
