@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from sbbench.data.dataset import LabeledSet
 from sbbench.data.features import FeatureSpace
-from sbbench.training import Objective, TrainConfig, TrainLog, cross_entropy_objective, train
+from sbbench.training import Objective, TrainConfig, TrainLog, Update, cross_entropy_objective, train
 
 
 class Track(str, Enum):
@@ -90,16 +90,21 @@ class TrainContext:
         model: nn.Module | None = None,
         objective: Objective = cross_entropy_objective,
         *,
+        update: Update | None = None,
         config: TrainConfig | None = None,
         seed: int | None = None,
+        x: Tensor | None = None,
     ) -> tuple[nn.Module, TrainLog]:
         """Train ``model`` (default: a fresh backbone) on the training split with the shared loop.
 
-        ``config`` defaults to the task's budget and ``seed`` (shuffling) to the job's seed.
+        ``objective`` is the minibatch loss and ``update`` optionally replaces the whole step
+        (see :mod:`sbbench.training.loop`). ``config`` defaults to the task's budget, ``seed``
+        (shuffling) to the job's seed, and ``x`` (transformed training inputs, same order as
+        the labels) to the training inputs.
         """
         model = (model if model is not None else self.make_backbone()).to(self.device)
-        log = train(model, self.train.x, self.train.y, config or self.budget,
-                    seed=self.seed if seed is None else seed, objective=objective,
+        log = train(model, self.train.x if x is None else x, self.train.y, config or self.budget,
+                    seed=self.seed if seed is None else seed, objective=objective, update=update,
                     on_epoch=lambda epoch, loss, acc: self.log(f"epoch {epoch}: loss {loss:.4f}, acc {acc:.4f}"))
         return model, log
 

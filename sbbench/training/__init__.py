@@ -5,8 +5,12 @@ from sbbench.training.loop import (
     TrainConfig,
     TrainingDiverged,
     TrainLog,
+    Update,
     cross_entropy_objective,
+    gradient_step,
+    make_optimizer,
     train,
 )
 
-__all__ = ["Objective", "TrainConfig", "TrainLog", "TrainingDiverged", "cross_entropy_objective", "train"]
+__all__ = ["Objective", "TrainConfig", "TrainLog", "TrainingDiverged", "Update", "cross_entropy_objective",
+           "gradient_step", "make_optimizer", "train"]

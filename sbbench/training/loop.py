@@ -46,6 +46,30 @@ class Objective(Protocol):
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
+class Update(Protocol):
+    """One training step on a minibatch: ``(model, optimizer, x, y) -> (loss, logits on x)``.
+
+    The default is :func:`gradient_step` of the objective; methods that need a different step
+    (two passes as in SAM, extra steps on part of the network) pass their own.
+    """
+
+    def __call__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
+                 y: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def gradient_step(objective: Objective) -> Update:
+    """The plain step: evaluate ``objective``, back-propagate, take one optimiser step."""
+
+    def update(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        loss, logits = objective(model, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss, logits
+
+    return update
+
+
 def cross_entropy_objective(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Plain ERM: mean cross-entropy of the logits."""
     logits = model(x)
@@ -83,6 +107,7 @@ def train(
     *,
     seed: int,
     objective: Objective = cross_entropy_objective,
+    update: Update | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> TrainLog:
     """Train ``model`` in place on ``(x, y)`` and return the per-epoch statistics.
@@ -94,17 +119,19 @@ def train(
         config: optimiser, batch size, stopping rule.
         seed: seeds the shuffling (initialisation is the caller's business).
         objective: the minibatch loss; methods pass their own.
+        update: replaces the whole step (default ``gradient_step(objective)``).
         on_epoch: called after every epoch with ``(epoch, mean loss, running accuracy)``.
 
     Raises:
         TrainingDiverged: the epoch's mean loss is NaN or infinite.
     """
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    step = update if update is not None else gradient_step(objective)
     generator = torch.Generator().manual_seed(seed)
     log = TrainLog()
     model.train()
     for epoch in range(1, config.max_epochs + 1):
-        loss, acc = _run_epoch(model, x, y, config.batch_size, optimizer, objective, generator)
+        loss, acc = _run_epoch(model, x, y, config.batch_size, optimizer, step, generator)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training loss became {loss} in epoch {epoch}")
         log.train_loss.append(loss)
@@ -123,7 +150,7 @@ def _run_epoch(
     y: Tensor,
     batch_size: int,
     optimizer: torch.optim.Optimizer,
-    objective: Objective,
+    step: Update,
     generator: torch.Generator,
 ) -> tuple[float, float]:
     order = torch.randperm(len(y), generator=generator).to(y.device)
@@ -132,10 +159,7 @@ def _run_epoch(
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(y), batch_size):
         xb, yb = x_shuffled[start:start + batch_size], y_shuffled[start:start + batch_size]
-        loss, logits = objective(model, xb, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, logits = step(model, optimizer, xb, yb)
         loss_sum += loss.detach() * len(yb)
         correct += (logits.detach().argmax(dim=1) == yb).sum()
     return loss_sum.item() / len(y), correct.item() / len(y)
