@@ -1,7 +1,7 @@
 """Core throughput of sbbench on this machine: matmul peak, LMS-5 generation and ERM training.
 
 Usage: ``python benchmarks/bench_core.py [--json PATH]``. Runs in one process, in well under a
-minute on a 2-core CPU:
+minute on an otherwise idle 2-core CPU:
 
 * **matmul peak**: GFLOP/s of a square fp32 ``torch.mm`` (``2 n^3`` FLOPs), best of several;
 * **data**: seconds for ``make_synthetic(lms(5), seed)`` (110k x 50), best of 3;
@@ -85,7 +85,11 @@ def main() -> None:
     parser.add_argument("--matmul-repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (stopping rule disabled)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice); on a "
+                        "loaded machine 1 thread avoids OpenMP oversubscription")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     load_before = os.getloadavg()[0]
     peak = matmul_gflops(args.matmul_size, args.matmul_repeats)

@@ -8,6 +8,7 @@ carrying the reason; they never escape.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -18,7 +19,10 @@ from torch import nn
 from sbbench.data.dataset import Dataset
 from sbbench.methods.base import Method, Track, TrainContext
 from sbbench.methods.registry import MethodInfo
+from sbbench.metrics.availability import feature_availability
+from sbbench.metrics.classification import accuracy, margin_scores, predict_logits, roc_auc
 from sbbench.metrics.evaluate import evaluate
+from sbbench.metrics.randomization import derive_seed
 from sbbench.results import RunResult
 from sbbench.tasks import Task
 
@@ -42,7 +46,7 @@ def build_data(task: Task, seed: int) -> Dataset:
 
 def method_fields(info: MethodInfo, method: Method) -> dict[str, object]:
     """The :class:`RunResult` fields that identify a configured method."""
-    return {"method": info.name, "method_version": str(info.cls.version), "track": info.cls.track.value,
+    return {"method": info.name, "method_version": str(info.cls.version), "track": Track(info.cls.track).value,
             "code_hash": info.code_hash, "hparams": method.hparams.model_dump(mode="json")}
 
 
@@ -50,13 +54,14 @@ def train_context(task: Task, data: Dataset, track: Track, seed: int, device: to
                   log: Callable[[str], None]) -> TrainContext:
     """What a method of ``track`` may see of ``data``: never the test split."""
     sees_pool = track in (Track.T1, Track.T2)
+    input_shape = data.space.input_shape
     return TrainContext(
         train=_to(data.train, device),
-        input_shape=data.space.input_shape,
+        input_shape=input_shape,
         budget=task.budget,
         seed=seed,
         device=device,
-        make_backbone=lambda: task.make_backbone(data.space.input_shape).to(device),
+        make_backbone=lambda: task.make_backbone(input_shape).to(device),
         pool=data.pool.x.to(device) if sees_pool and data.pool is not None else None,
         val=_to(data.val, device) if track == Track.T2 and data.val is not None else None,
         space=data.space if track == Track.ORACLE else None,
@@ -78,11 +83,26 @@ def run_job(info: MethodInfo, method: Method, task: Task, seed: int, *, device: 
         trained = time.perf_counter()
         evaluation = evaluate(model, data.test.x.to(device), data.test.y.to(device), data.space, task.metrics,
                               seed=seed)
+        metrics = evaluation.metrics | extra_test_metrics(model, data, task.metrics.batch_size)
+        availability = feature_availability(model, data.train.x, data.train.y, data.test.x, data.test.y,
+                                            data.space, seed=derive_seed(seed, "feature_availability"))
+        if availability is not None:
+            metrics["feature_availability"] = availability
     except Exception as error:
         return RunResult(**record, status="failed", error=_describe(error),
                          train_seconds=time.perf_counter() - started)
-    return RunResult(**record, status="ok", metrics=evaluation.metrics, profiles=evaluation.profiles,
+    return RunResult(**record, status="ok", metrics=metrics, profiles=evaluation.profiles,
                      train_seconds=trained - started, eval_seconds=time.perf_counter() - trained)
+
+
+def extra_test_metrics(model: nn.Module, data: Dataset, batch_size: int) -> dict[str, float]:
+    """``<name>_acc`` and ``<name>_auc`` on each of the dataset's extra test sets (e.g. ``fresh_s_rand``)."""
+    metrics = {}
+    for name, split in data.extra_tests.items():
+        logits = predict_logits(model, split.x, batch_size)
+        metrics[f"{name}_acc"] = accuracy(logits, split.y)
+        metrics[f"{name}_auc"] = roc_auc(margin_scores(logits), split.y)
+    return metrics
 
 
 def check_model(model: object, x: torch.Tensor) -> None:
@@ -99,8 +119,14 @@ def check_model(model: object, x: torch.Tensor) -> None:
         raise InvalidModel("the model's logits contain NaN or infinite values")
 
 
+DEVICE_ENV = "SBBENCH_DEVICE"
+
+
 def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
+    """``$SBBENCH_DEVICE`` when set (e.g. ``cpu``, ``cuda:1``), else CUDA when available, else CPU."""
+    forced = os.environ.get(DEVICE_ENV)
+    if forced:
+        return torch.device(forced)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -191,9 +191,6 @@ def test_entry_point_claiming_a_builtin_name_is_refused_naming_both_sources(
         resolve_method("erm", submissions_dir=None)
 
 
-@pytest.mark.xfail(strict=True, reason="registry.discover registers an entry point under its class's `name` and "
-                                       "ignores the entry-point name, so `erm = pkg:Cls` with Cls.name != 'erm' "
-                                       "neither clashes with the built-in nor is rejected as inconsistent")
 def test_entry_point_named_erm_is_refused_even_when_its_class_uses_another_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_modules: list[str]
 ) -> None:

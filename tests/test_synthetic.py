@@ -244,7 +244,6 @@ def test_pool_and_val_differ_from_each_other_and_from_train() -> None:
     {"kind": "slab", "k": 4},
     {"kind": "slab"},
     {"kind": "linear", "k": 5},
-    {"kind": "slab", "k": 5, "margin": 0.3},
     {"kind": "slab", "k": 5, "noise": 1.5},
     {"kind": "linear", "noise": -0.1},
     {"kind": "linear", "dims": 0},
@@ -254,6 +253,20 @@ def test_pool_and_val_differ_from_each_other_and_from_train() -> None:
 def test_invalid_block_specs_are_rejected(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         BlockSpec(**fields)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ms(5, 7, margin=0.3),
+    lambda: lms(7, half_width=0.3),
+    lambda: lms(5, margin=0.5, half_width=0.5),
+])
+def test_block_geometry_is_checked_against_the_half_width(make) -> None:
+    with pytest.raises(ValidationError):
+        make()
+
+
+def test_wide_half_width_admits_large_margins() -> None:
+    assert ms(7, 7, half_width=3.0, margin=0.4).half_width == 3.0
 
 
 @pytest.mark.parametrize("change", [{"rho": 1.5}, {"rho": -0.1}, {"n_train": 1}, {"n_pool": -1}, {"extra": 1}])

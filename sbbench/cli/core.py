@@ -78,7 +78,7 @@ def run_command(
     info = method_named(method)
     results = []
     with progress_bar() as progress:
-        bar = progress.addtask_named(f"{info.name} on {task_spec.name}", total=seeds)
+        bar = progress.add_task(f"{info.name} on {task_spec.name}", total=seeds)
         for seed in range(seeds):
             def log(message: str, seed: int = seed) -> None:
                 progress.update(bar, description=f"{info.name} on {task_spec.name}, seed {seed}: {message}")
@@ -123,7 +123,7 @@ def score_command(
     hparams = configure(info, overrides).hparams.model_dump(mode="json")
     jobs = len(suite_spec.tasks) * len(suite_spec.seeds)
     with progress_bar() as progress:
-        bar = progress.addtask_named(f"scoring {info.name} on {suite_spec.label}", total=jobs)
+        bar = progress.add_task(f"scoring {info.name} on {suite_spec.label}", total=jobs)
 
         def on_result(result: RunResult, reused: bool) -> None:
             state = "cached" if reused else result.status

@@ -29,6 +29,8 @@ SLAB_MASSES: dict[int, tuple[float, ...]] = {
 def linear(y: np.ndarray, rng: np.random.Generator, margin: float = 0.1, half_width: float = 1.0,
            dims: int = 1) -> np.ndarray:
     """Linear block: ``x = (2 y - 1) (g + (B - g) u)`` with ``u ~ U[0, 1)``."""
+    if not 0 <= margin < half_width:
+        raise ValueError(f"a linear block needs 0 <= margin < half-width, got margin {margin}, half-width {half_width}")
     magnitude = margin + (half_width - margin) * rng.random((len(y), dims))
     return np.where(y[:, None] == 1, magnitude, -magnitude)
 

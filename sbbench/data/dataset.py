@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -26,7 +26,9 @@ class Dataset:
 
     ``pool`` (unlabeled, S drawn independently of the label) and ``val`` (labeled, same
     decorrelated distribution) are the side information of tracks T1 and T2; they are
-    ``None`` when a task offers none.
+    ``None`` when a task offers none. ``extra_tests`` are further labeled test sets (e.g. the
+    MNIST-CIFAR freshly built randomized sets) on which accuracy and AUC are reported as
+    ``<name>_acc`` and ``<name>_auc``; methods never see them.
     """
 
     train: LabeledSet
@@ -34,3 +36,4 @@ class Dataset:
     space: FeatureSpace
     pool: LabeledSet | None = None
     val: LabeledSet | None = None
+    extra_tests: dict[str, LabeledSet] = field(default_factory=dict)

@@ -46,11 +46,18 @@ class BlockSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_k(self) -> BlockSpec:
-        if self.kind == "slab":
-            blocks.slab_edges(self.k or 0, self.margin)
-        elif self.k is not None:
+        if self.kind == "slab" and self.k not in blocks.SLAB_MASSES:
+            raise ValueError(f"k-slab blocks exist for k in {sorted(blocks.SLAB_MASSES)}, got k={self.k}")
+        if self.kind == "linear" and self.k is not None:
             raise ValueError("k is only meaningful for slab blocks")
         return self
+
+    def check_geometry(self, half_width: float) -> None:
+        """Raise ValueError unless the block fits in ``[-half_width, half_width]``."""
+        if self.kind == "slab":
+            blocks.slab_edges(self.k, self.margin, half_width)
+        elif self.margin >= half_width:
+            raise ValueError(f"linear margin {self.margin} must be below the half-width {half_width}")
 
     def sample(self, y: np.ndarray, rng: np.random.Generator, half_width: float) -> np.ndarray:
         """``(n, dims)`` coordinates for labels ``y``."""
@@ -79,6 +86,12 @@ class SyntheticSpec(BaseModel):
     rho: float = Field(default=1.0, ge=0, le=1, description="share of train points whose S agrees with y")
     n_pool: int = Field(default=0, ge=0, description="unlabeled decorrelated points (track T1)")
     n_val: int = Field(default=0, ge=0, description="labeled decorrelated points (track T2)")
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> SyntheticSpec:
+        self.simple.check_geometry(self.half_width)
+        self.complex.check_geometry(self.half_width)
+        return self
 
     @property
     def d(self) -> int:
@@ -164,10 +177,11 @@ def _balanced_labels(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _decorrelate_rows(spec: SyntheticSpec, z: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Give a ``1 - rho`` share of the rows an S block drawn from the other class."""
+    """Give a ``1 - rho`` share of the rows a noise-free S block drawn from the other class."""
     rows = rng.choice(len(y), size=round(len(y) * (1 - spec.rho)), replace=False)
     z = z.copy()
-    z[rows, : spec.simple.dims] = spec.simple.sample(1 - y[rows], rng, spec.half_width)
+    clean = spec.simple.model_copy(update={"noise": 0.0})
+    z[rows, : spec.simple.dims] = clean.sample(1 - y[rows], rng, spec.half_width)
     return z
 
 

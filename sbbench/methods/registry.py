@@ -29,6 +29,19 @@ ENTRY_POINT_GROUP = "sbbench.methods"
 BUILTIN_METHODS: dict[str, str] = {
     "erm": "sbbench.methods.erm:ERM",
     "oracle-randomize-s": "sbbench.methods.oracle:OracleRandomizeS",
+    "d-bat": "sbbench.methods.dbat:DBAT",
+    "divdis": "sbbench.methods.divdis:DivDis",
+    "divdis-t2": "sbbench.methods.divdis:DivDisT2",
+    "erm-adam": "sbbench.methods.erm_adam:ErmAdam",
+    "ensemble": "sbbench.methods.ensemble:DeepEnsemble",
+    "adv-train-linf": "sbbench.methods.adversarial_training:AdvTrainLinf",
+    "adv-train-l2": "sbbench.methods.adversarial_training:AdvTrainL2",
+    "spectral-decoupling": "sbbench.methods.spectral_decoupling:SpectralDecoupling",
+    "input-grad-diversity": "sbbench.methods.input_grad_diversity:InputGradientDiversity",
+    "sam": "sbbench.methods.sam:SAM",
+    "orthop": "sbbench.methods.orthop:OrthoP",
+    "cmid": "sbbench.methods.cmid:CMID",
+    "sifer": "sbbench.methods.sifer:SiFeR",
 }
 
 
@@ -59,11 +72,15 @@ def import_reference(reference: str) -> type[Method]:
         raise RegistryError(f"cannot import method {reference!r}: {error}") from error
     if not (inspect.isclass(cls) and issubclass(cls, Method)):
         raise RegistryError(f"{reference!r} is not a subclass of sbbench.methods.Method")
+    if inspect.isabstract(cls):
+        raise RegistryError(f"{reference!r} does not implement {', '.join(sorted(cls.__abstractmethods__))}")
+    if not isinstance(getattr(cls, "name", None), str):
+        raise RegistryError(f"{reference!r} has no string attribute 'name'")
     return cls
 
 
 def source_hash(paths: list[Path]) -> str:
-    """sha256 over the named files' relative names and bytes, in sorted order."""
+    """sha256 over the files' names and bytes, in sorted order."""
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(path.name.encode())
@@ -89,8 +106,11 @@ def discover(submissions_dir: Path | None = Path("submissions")) -> dict[str, Me
     for reference in BUILTIN_METHODS.values():
         add(_class_info(import_reference(reference), f"built-in {reference}"))
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        add(_class_info(import_reference(entry.value), f"entry point {entry.name} = {entry.value} "
-                                                       f"({entry.dist.name if entry.dist else 'unknown'})"))
+        source = f"entry point {entry.name} = {entry.value} ({entry.dist.name if entry.dist else 'unknown'})"
+        cls = import_reference(entry.value)
+        if cls.name != entry.name:
+            raise RegistryError(f"{source}: its class is named {cls.name!r}; the two names must match")
+        add(_class_info(cls, source))
     if submissions_dir is not None and submissions_dir.is_dir():
         for folder in sorted(p for p in submissions_dir.iterdir() if (p / "submission.toml").is_file()):
             add(load_folder(folder))

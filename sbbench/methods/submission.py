@@ -75,14 +75,23 @@ def load_submission(folder: Path) -> tuple[SubmissionMeta, type[Method]]:
         raise SubmissionError(f"{module_path}: missing (a submission needs method.py next to submission.toml)")
     cls = _method_class(_import_file(module_path, f"sbbench_submissions.{meta.name.replace('-', '_')}"), meta,
                         module_path)
-    if getattr(cls, "track", Track.T0) != meta.track:
-        raise SubmissionError(f"{module_path}: class {cls.__name__} declares track {cls.track.value!r} "
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise SubmissionError(f"{module_path}: class {cls.__name__} does not implement {missing} "
+                              "(a Method must define fit(self, ctx))")
+    try:
+        track = Track(getattr(cls, "track", Track.T0))
+    except ValueError:
+        raise SubmissionError(f"{module_path}: class {cls.__name__} has track {cls.track!r}; "
+                              f"use one of {', '.join(t.value for t in Track)}") from None
+    if track != meta.track:
+        raise SubmissionError(f"{module_path}: class {cls.__name__} declares track {track.value!r} "
                               f"but submission.toml says {meta.track.value!r}")
     try:
         defaults = cls.HParams.model_validate(meta.hparams)
     except ValidationError as error:
         raise SubmissionError(f"{folder / 'submission.toml'}: [hparams] {_first_problem(error)}") from error
-    submitted = type(cls.__name__, (cls,), {"name": meta.name, "__module__": cls.__module__,
+    submitted = type(cls.__name__, (cls,), {"name": meta.name, "track": track, "__module__": cls.__module__,
                                             "default_hparams": defaults})
     return meta, submitted
 
