@@ -44,6 +44,7 @@ class FusedFCNSGDStep:
         self.grads = [p.grad for p in self.params]
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.buffers: list[Tensor] | None = None
+        self.rows: dict[int, Tensor] = {}
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
@@ -55,7 +56,10 @@ class FusedFCNSGDStep:
         log_probs = torch.log_softmax(logits, dim=1)
         loss = F.nll_loss(log_probs, y)
         grad = log_probs.exp_()
-        grad[torch.arange(len(y), device=y.device), y] -= 1.0
+        rows = self.rows.get(len(y))
+        if rows is None:
+            rows = self.rows[len(y)] = torch.arange(len(y), device=y.device)
+        grad[rows, y] -= 1.0
         grad.div_(len(y))
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
