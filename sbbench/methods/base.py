@@ -67,7 +67,12 @@ class TrainContext:
         budget: the task's optimiser settings, batch size and stopping rule.
         seed: the job's seed (torch's global RNG is seeded with it before ``fit``).
         device: where to train.
-        make_backbone: returns a freshly initialised copy of the task's backbone.
+        make_backbone: returns a freshly initialised copy of the task's backbone. Besides
+            ``forward`` (``(n, *input_shape)`` to ``(n, 2)`` logits) every backbone exposes
+            ``features(x)`` (penultimate activations ``(n, w)``), ``head`` (the module mapping them
+            to logits), ``early_layers`` (the input-side block, a module sharing the backbone's
+            parameters: for an FCN the first hidden layer) and ``early_features(x)`` (its output,
+            ``(n, ...)``), the hook for methods that act on early layers only (e.g. SiFeR).
         pool: inputs of the unlabeled decorrelated pool (tracks T1, T2), else ``None``.
         val: the labeled decorrelated validation set (track T2), else ``None``.
         space: canonical coordinates and blocks, including which is S (oracle track only).

@@ -14,7 +14,9 @@ class FCN(nn.Module):
         depth: number of hidden layers ``d`` (0 gives a linear model).
 
     ``forward`` maps ``(n, *input_shape)`` to ``(n, 2)`` logits; ``features`` returns the
-    ``(n, w)`` penultimate activations that ``head`` turns into logits.
+    ``(n, w)`` penultimate activations that ``head`` turns into logits; ``early_layers`` is the
+    input-side block (flatten and the first hidden layer) and ``early_features`` its ``(n, w)``
+    output, the hook for methods that act on early layers only (e.g. SiFeR).
     """
 
     def __init__(self, in_features: int, width: int = 100, depth: int = 2) -> None:
@@ -30,6 +32,20 @@ class FCN(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Penultimate activations, shape ``(n, w)``."""
         return self.body(x)
+
+    @property
+    def early_layers(self) -> nn.Module:
+        """The first hidden layer with the flatten before it: a view sharing this model's parameters.
+
+        Raises ``ValueError`` for a linear model (``depth = 0``), which has no hidden layer.
+        """
+        if len(self.body) < 3:
+            raise ValueError("a linear FCN (depth 0) has no early layers")
+        return self.body[:3]
+
+    def early_features(self, x: Tensor) -> Tensor:
+        """Activations of the first hidden layer, shape ``(n, w)``."""
+        return self.early_layers(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x))
