@@ -8,6 +8,7 @@ scores never corrupt an entry or a table.
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from filelock import FileLock
 from pydantic import ValidationError
 
 import sbbench
-from sbbench.leaderboard.entry import Entry, MethodCard, Provenance, SuiteRef
+from sbbench.leaderboard.entry import ENTRY_SCHEMA_VERSION, Entry, MethodCard, Provenance, SuiteRef
+from sbbench.leaderboard.migrations import SchemaError, migrate
 from sbbench.leaderboard.render import leaderboard_frame, to_markdown
 from sbbench.leaderboard.stats import summarize
 from sbbench.methods.registry import MethodInfo
@@ -81,15 +83,33 @@ def build_entry(info: MethodInfo, hparams: dict, hparams_source: str, suite: Sui
 
 
 def read_entry(path: Path) -> Entry:
-    """Parse and validate one entry file."""
+    """Parse and validate one entry file; an older schema version is migrated in memory or refused."""
     try:
-        return Entry.model_validate_json(path.read_bytes())
+        data = path.read_bytes()
+        other_version = _other_schema_version(data)
+        if other_version is not None:
+            return Entry.model_validate(migrate(other_version))
+        return Entry.model_validate_json(data)
     except OSError as error:
         raise EntryError(f"{path}: cannot read: {error}") from error
+    except SchemaError as error:
+        raise EntryError(f"{path}: {error}") from error
     except ValidationError as error:
         problem = error.errors()[0]
         where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
         raise EntryError(f"{path}: not a valid sbbench entry: {where}: {problem['msg']}") from error
+
+
+def _other_schema_version(data: bytes) -> dict | None:
+    """The parsed entry when it declares an integer schema version other than the current one."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version != ENTRY_SCHEMA_VERSION:
+        return raw
+    return None
 
 
 def load_entries(root: Path, suite: Suite) -> list[LoadedEntry]:
@@ -105,13 +125,18 @@ def load_entries(root: Path, suite: Suite) -> list[LoadedEntry]:
 
 def write_entry(root: Path, suite: Suite, entry: Entry) -> Path:
     """Write ``entry`` atomically under the suite's lock, then regenerate the tables."""
-    folder = suite_dir(root, suite)
-    folder.mkdir(parents=True, exist_ok=True)
     path = entry_path(root, suite, entry.method.name)
-    with FileLock(folder / ".lock"):
+    with suite_lock(root, suite):
         atomic_write_text(path, entry.model_dump_json(indent=1) + "\n")
         regenerate_tables(root, suite)
     return path
+
+
+def suite_lock(root: Path, suite: Suite) -> FileLock:
+    """The file lock every writer of the suite's folder holds (creates the folder)."""
+    folder = suite_dir(root, suite)
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder / ".lock")
 
 
 def regenerate_tables(root: Path, suite: Suite) -> None:

@@ -1,0 +1,254 @@
+"""The leaderboard as a Hugging Face Hub dataset repository: push, pull, browse from the cache.
+
+The repository mirrors a local leaderboard folder::
+
+    README.md                                   dataset card (columns, suites, how to submit)
+    <suite>-v<version>/entries/<method>.json    entry files, byte for byte
+    <suite>-v<version>/leaderboard.csv          tables generated from the entries
+    <suite>-v<version>/LEADERBOARD.md
+
+A push *adds or updates* entries: it starts from the repository's current snapshot, lays the
+local entries over it (same name: the local one wins; nothing is deleted), regenerates the
+tables and the card from that union, and sends one commit, or one pull request with
+``create_pr`` (how outside submitters propose an entry). A pull downloads the snapshot into
+the local Hub cache (``HF_HUB_CACHE``), where browsing reads it without a network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token, snapshot_download
+from huggingface_hub.utils import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
+
+from sbbench.leaderboard.glossary import FIXED_COLUMNS, metric_description
+from sbbench.leaderboard.render import TRACK_ORDER, leaderboard_frame, to_markdown
+from sbbench.leaderboard.site import suites_with_entries
+from sbbench.leaderboard.store import LoadedEntry, load_entries
+from sbbench.suite import Suite
+
+REPO_TYPE = "dataset"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network failure classes of whichever HTTP client this huggingface_hub version uses."""
+    found: list[type[BaseException]] = [OSError]  # requests' errors derive from OSError
+    for module in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+_NETWORK_ERRORS = _transport_errors()
+"""What a Hub call raises when the Hub cannot be reached or refuses (HTTP errors are OSErrors too)."""
+
+
+class HubError(RuntimeError):
+    """A Hub operation failed; the message says why and what to do, in one line."""
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """Exactly what a push sends: the files, the commit it builds on and a summary."""
+
+    operations: list[CommitOperationAdd]
+    parent_commit: str | None
+    """The repository commit the tables were merged with (``None``: a new repository)."""
+    changed_entries: list[str]
+    """``<suite>/entries/<name>.json`` paths that are new or differ from the repository's."""
+    suites: list[str]
+
+    @property
+    def paths(self) -> list[str]:
+        """The repository paths written, in order."""
+        return [operation.path_in_repo for operation in self.operations]
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` itself when it looks like ``OWNER/NAME``, else a :class:`HubError`."""
+    if not _REPO_ID.fullmatch(repo_id):
+        raise HubError(f"--repo must look like OWNER/NAME (a Hub dataset repository), got {repo_id!r}")
+    return repo_id
+
+
+def plan_push(root: Path, base: Path | None, suites: Sequence[Suite] | None = None,
+              parent_commit: str | None = None) -> PushPlan:
+    """The operations that publish the entries under ``root`` on top of the snapshot ``base``.
+
+    ``base`` is a local copy of the repository (``None`` for a new one); ``suites`` default to
+    every known suite with entries under ``root``. The card also lists the suites that only the
+    repository has. Raises :class:`HubError` when no entry is
+    new or changed, and :class:`~sbbench.leaderboard.store.EntryError` on an invalid entry.
+    """
+    chosen = list(suites) if suites is not None else suites_with_entries(root)
+    operations: list[CommitOperationAdd] = []
+    changed: list[str] = []
+    boards: list[tuple[Suite, list[LoadedEntry]]] = []
+    for suite in chosen:
+        local = load_entries(root, suite)
+        remote = load_entries(base, suite) if base is not None else []
+        remote_bytes = {item.path.name: item.path.read_bytes() for item in remote}
+        for item in local:
+            data = item.path.read_bytes()
+            if remote_bytes.get(item.path.name) != data:
+                path = f"{suite.label}/entries/{item.path.name}"
+                changed.append(path)
+                operations.append(CommitOperationAdd(path_in_repo=path, path_or_fileobj=data))
+        merged = {item.path.name: item for item in remote} | {item.path.name: item for item in local}
+        board = [merged[name] for name in sorted(merged)]
+        if board:
+            boards.append((suite, board))
+            frame = leaderboard_frame(board, suite)
+            operations.append(CommitOperationAdd(path_in_repo=f"{suite.label}/leaderboard.csv",
+                                                 path_or_fileobj=frame.to_csv(index=False).encode()))
+            operations.append(CommitOperationAdd(path_in_repo=f"{suite.label}/LEADERBOARD.md",
+                                                 path_or_fileobj=to_markdown(frame, suite).encode()))
+    if not changed:
+        where = "the repository already has every local entry" if base is not None else "no entries"
+        raise HubError(f"nothing to push: {where} under {root} for suites "
+                       f"{', '.join(s.label for s in chosen) or '(none with entries)'}")
+    for suite in suites_with_entries(base) if base is not None else []:
+        if suite not in chosen:  # suites only on the Hub stay in the card as they are
+            boards.append((suite, load_entries(base, suite)))
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=dataset_card(boards).encode()))
+    return PushPlan(operations=operations, parent_commit=parent_commit, changed_entries=changed,
+                    suites=[suite.label for suite, _ in boards])
+
+
+def dataset_card(boards: Sequence[tuple[Suite, Sequence[LoadedEntry]]]) -> str:
+    """The repository's README: Hub metadata, suites, standings, column meanings, how to submit."""
+    lines = ["---", "pretty_name: sbbench leaderboard", "license: mit",
+             "tags:", "- simplicity-bias", "- benchmark", "- leaderboard", "configs:"]
+    for suite, _ in boards:
+        lines += [f"- config_name: {suite.label}", f"  data_files: {suite.label}/leaderboard.csv"]
+    lines += ["---", "", "# sbbench leaderboard", "",
+              "The leaderboard of sbbench, a benchmark for simplicity bias (Shah et al., \"The Pitfalls of Simplicity "
+              "Bias in Neural Networks\", [NeurIPS 2020](https://arxiv.org/abs/2006.07710)): how much a trained "
+              "network relies on the simple feature S and ignores the equally predictive complex features S^c. "
+              "Generated by `sbbench leaderboard push` from the entry files; do not edit by hand.", "",
+              "## Suites", "", "| suite | version | hash | tasks | seeds | primary metric | entries |",
+              "|---|---|---|---|---|---|---|"]
+    for suite, entries in boards:
+        lines.append(f"| {suite.name} | {suite.version} | `{suite.content_hash()[:16]}` | "
+                     f"{', '.join(t.name for t in suite.tasks)} | {', '.join(map(str, suite.seeds))} | "
+                     f"`{suite.primary_metric}` (mean over tasks) | {len(entries)} |")
+    lines += ["", "An entry is **stale** when its suite hash differs from the current definition of its suite "
+              "version: it stays listed, after the current ones, until it is re-scored.", ""]
+    for suite, entries in boards:
+        frame = leaderboard_frame(list(entries), suite)
+        lines += [f"## Standings: {suite.label}", "", "| track | method | score | status |", "|---|---|---|---|"]
+        lines += [f"| {row.track} | {row.method} | {row.score:.3f} | {row.status} |"
+                  for row in frame.itertuples(index=False)]
+        lines.append("")
+    metrics = sorted({metric for suite, _ in boards for metric in suite.table_metrics})
+    lines += ["## Columns of `leaderboard.csv`", "", "| column | meaning |", "|---|---|"]
+    lines += [f"| `{name}` | {meaning} |" for name, meaning in FIXED_COLUMNS.items()]
+    lines += [f"| `<task>/{metric}` | {metric_description(metric)}, mean over seeds |" for metric in metrics]
+    lines += ["", f"Tracks, in table order: {', '.join(TRACK_ORDER)}.", "",
+              "## Files", "",
+              "- `<suite>-v<version>/entries/<method>.json`: one entry per method: provenance, hyperparameters, "
+              "per-task summaries (mean, std, 95% CI, n) and every run's metrics and per-coordinate profiles "
+              "(format: `docs/entry-format.md` in the sbbench repository).",
+              "- `<suite>-v<version>/leaderboard.csv` and `LEADERBOARD.md`: the tables, generated from the entries.",
+              "", "Fetch as data: `huggingface_hub.snapshot_download(REPO, repo_type=\"dataset\")`, or "
+              "`sbbench leaderboard pull --repo REPO` then `sbbench leaderboard --from-hub REPO`.", "",
+              "## How to submit", "",
+              "1. Write a method (see `docs/writing-a-method.md`) and score it: `sbbench score submissions/<name> "
+              "--suite synthetic` writes `leaderboard/synthetic-v1/entries/<name>.json`.",
+              "2. Log in (`hf auth login`, or set `HF_TOKEN`) and propose it: "
+              "`sbbench leaderboard push --repo REPO --create-pr`. This opens a pull request with your entry and "
+              "the regenerated tables; the maintainers verify it by re-training and merge it.", ""]
+    return "\n".join(lines)
+
+
+def require_token() -> str:
+    """The Hub token of this machine (``HF_TOKEN`` or ``hf auth login``), checked before any network call."""
+    token = get_token()
+    if not token:
+        raise HubError("not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN, then push again")
+    return token
+
+
+def push(plan: PushPlan, repo_id: str, *, create_pr: bool, message: str, token: str) -> str:
+    """Send ``plan`` as one commit (or pull request) with ``token``; returns the commit's or the PR's URL."""
+    check_repo_id(repo_id)
+    api = HfApi(token=token)
+    try:
+        if plan.parent_commit is None and not create_pr:
+            api.create_repo(repo_id, repo_type=REPO_TYPE, exist_ok=True)
+        info = api.create_commit(repo_id, plan.operations, commit_message=message, repo_type=REPO_TYPE,
+                                 create_pr=create_pr, parent_commit=plan.parent_commit)
+    except _NETWORK_ERRORS as error:
+        raise _explain(error, f"push to {repo_id}") from error
+    return str(info.pr_url if create_pr and info.pr_url else info.commit_url)
+
+
+def hub_base(repo_id: str) -> tuple[Path | None, str | None]:
+    """The repository's current snapshot and its commit, or ``(None, None)`` when it does not exist yet."""
+    check_repo_id(repo_id)
+    try:
+        folder = Path(snapshot_download(repo_id, repo_type=REPO_TYPE))
+    except RepositoryNotFoundError:
+        return None, None
+    except _NETWORK_ERRORS as error:
+        raise _explain(error, f"read {repo_id}") from error
+    return folder, folder.name
+
+
+def pull(repo_id: str, *, revision: str | None = None) -> Path:
+    """Download the repository into the local Hub cache; returns the snapshot folder."""
+    check_repo_id(repo_id)
+    try:
+        return Path(snapshot_download(repo_id, repo_type=REPO_TYPE, revision=revision))
+    except _NETWORK_ERRORS as error:
+        raise _explain(error, f"pull {repo_id}") from error
+
+
+def cached_snapshot(repo_id: str, *, revision: str | None = None) -> Path:
+    """The snapshot of ``repo_id`` already in the local Hub cache (no network)."""
+    check_repo_id(repo_id)
+    try:
+        return Path(snapshot_download(repo_id, repo_type=REPO_TYPE, revision=revision, local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise HubError(f"{repo_id} is not in the local Hub cache ({constants.HF_HUB_CACHE}); "
+                       f"run `sbbench leaderboard pull --repo {repo_id}` first") from None
+
+
+def file_digest(operation: CommitOperationAdd) -> str:
+    """sha256 of an operation's content (its bytes as sent)."""
+    content = operation.path_or_fileobj
+    data = content if isinstance(content, bytes) else Path(content).read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _explain(error: BaseException, action: str) -> HubError:
+    """One clear line for a failed Hub call."""
+    if isinstance(error, OfflineModeIsEnabled):
+        return HubError(f"cannot {action}: offline mode is on (HF_HUB_OFFLINE is set); unset it and retry")
+    if isinstance(error, LocalEntryNotFoundError):
+        return HubError(f"cannot {action}: the Hub cannot be reached and nothing is cached for it; "
+                        "check the network (and HF_HUB_OFFLINE) and retry")
+    if isinstance(error, HfHubHTTPError):
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        reasons = {401: "the Hub did not accept the token (401): log in again with `hf auth login`",
+                   403: "the token may not write there (403): use --create-pr to propose the change instead",
+                   404: "no such repository, or no access to it (404)"}
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return HubError(f"cannot {action}: {reasons.get(status, first_line)}")
+    if not isinstance(error, OSError) or isinstance(error, ConnectionError):
+        return HubError(f"cannot {action}: the Hub at {constants.ENDPOINT} cannot be reached "
+                        f"({type(error).__name__}: {error}); check the network and retry")
+    return HubError(f"cannot {action}: {type(error).__name__}: {error}")
