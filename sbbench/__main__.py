@@ -1,0 +1,5 @@
+"""``python -m sbbench``: the same as the ``sbbench`` command."""
+
+from sbbench.cli import main
+
+main()
