@@ -9,6 +9,7 @@ carrying the reason; they never escape.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,20 +29,38 @@ from sbbench.tasks import Task
 
 _DATA_CACHE: dict[tuple[str, int], Dataset] = {}
 _DATA_CACHE_SIZE = 4
+_DATA_LOCK = threading.Lock()
 
 
 class InvalidModel(RuntimeError):
     """``fit`` returned something that is not a usable 2-logit model."""
 
 
+class FitFailure(RuntimeError):
+    """``fit`` failed where the runner cannot see the exception (e.g. in a child process).
+
+    The message is the complete reason recorded in the failed :class:`RunResult`.
+    """
+
+
+Fitter = Callable[[Method, TrainContext, Task], nn.Module]
+"""How ``run_job`` calls ``fit``: given the method, its context and the task; returns the trained model."""
+
+
+def fit_in_process(method: Method, ctx: TrainContext, task: Task) -> nn.Module:
+    """The default :data:`Fitter`: ``method.fit(ctx)`` in this process."""
+    return method.fit(ctx)
+
+
 def build_data(task: Task, seed: int) -> Dataset:
-    """The task's dataset for ``seed``, memoised per process (a few most recent)."""
+    """The task's dataset for ``seed``, memoised per process (a few most recent); thread-safe."""
     key = (task.content_hash(), seed)
-    if key not in _DATA_CACHE:
-        if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
-            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
-        _DATA_CACHE[key] = task.build(seed)
-    return _DATA_CACHE[key]
+    with _DATA_LOCK:
+        if key not in _DATA_CACHE:
+            if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
+                _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+            _DATA_CACHE[key] = task.build(seed)
+        return _DATA_CACHE[key]
 
 
 def method_fields(info: MethodInfo, method: Method) -> dict[str, object]:
@@ -70,15 +89,19 @@ def train_context(task: Task, data: Dataset, track: Track, seed: int, device: to
 
 
 def run_job(info: MethodInfo, method: Method, task: Task, seed: int, *, device: torch.device | None = None,
-            log: Callable[[str], None] = lambda message: None) -> RunResult:
-    """Train ``method`` on ``task`` at ``seed`` and evaluate it; failures are recorded, not raised."""
+            log: Callable[[str], None] = lambda message: None, fit: Fitter = fit_in_process) -> RunResult:
+    """Train ``method`` on ``task`` at ``seed`` and evaluate it; failures are recorded, not raised.
+
+    ``fit`` runs the training step (default: in this process; :mod:`sbbench.isolation` runs it
+    in a child process); data, the model check and the evaluation always happen here.
+    """
     device = device or default_device()
     record = {**method_fields(info, method), "task": task.name, "task_hash": task.content_hash(), "seed": seed}
     started = time.perf_counter()
     try:
         data = build_data(task, seed)
         torch.manual_seed(seed)
-        model = method.fit(train_context(task, data, info.cls.track, seed, device, log))
+        model = fit(method, train_context(task, data, info.cls.track, seed, device, log), task)
         check_model(model, data.train.x[:8].to(device))
         trained = time.perf_counter()
         evaluation = evaluate(model, data.test.x.to(device), data.test.y.to(device), data.space, task.metrics,
@@ -89,7 +112,7 @@ def run_job(info: MethodInfo, method: Method, task: Task, seed: int, *, device: 
         if availability is not None:
             metrics["feature_availability"] = availability
     except Exception as error:
-        return RunResult(**record, status="failed", error=_describe(error),
+        return RunResult(**record, status="failed", error=describe_error(error),
                          train_seconds=time.perf_counter() - started)
     return RunResult(**record, status="ok", metrics=metrics, profiles=evaluation.profiles,
                      train_seconds=trained - started, eval_seconds=time.perf_counter() - trained)
@@ -134,7 +157,10 @@ def _to(split, device: torch.device):
     return type(split)(x=split.x.to(device), y=split.y.to(device))
 
 
-def _describe(error: Exception) -> str:
+def describe_error(error: BaseException) -> str:
+    """``Type: message (at file:line)`` of the innermost frame; a :class:`FitFailure`'s message as is."""
+    if isinstance(error, FitFailure):
+        return str(error)
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     where = f" (at {frame.filename}:{frame.lineno})" if frame else ""
     return f"{type(error).__name__}: {error}{where}"

@@ -4,6 +4,11 @@ Each job's result is stored under a key hashed from (sbbench version, suite hash
 code hash, hyperparameters, task, seed) as soon as it finishes, so a score that is
 interrupted and started again recomputes only the jobs that are missing. Only the process
 that submits the jobs reads and writes the cache; workers just compute.
+
+Executors: ``isolated`` (the default: ``fit`` in persistent child processes under the suite's
+limits, see :mod:`sbbench.isolation`), ``inline`` (everything in this process, for debugging),
+``dask`` (the jobs on a Dask cluster at ``scheduler``) and ``dask-local`` (a local Dask cluster
+of ``workers`` processes); on Dask, each worker isolates ``fit`` the same way.
 """
 
 from __future__ import annotations
@@ -12,9 +17,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,13 +25,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import sbbench
+from sbbench.cluster import dask_client, map_on_dask
+from sbbench.isolation import IsolatedFit, Limits, run_isolated
 from sbbench.methods.registry import MethodInfo, resolve_method
 from sbbench.results import RunResult
-from sbbench.runner import run_job
+from sbbench.runner import describe_error, method_fields, run_job
 from sbbench.suite import Suite
 from sbbench.tasks import Task
 
-Executor = Literal["inline", "process"]
+Executor = Literal["isolated", "inline", "dask", "dask-local"]
+EXECUTORS: tuple[str, ...] = ("isolated", "inline", "dask", "dask-local")
 
 
 class JobSpec(BaseModel):
@@ -116,10 +122,23 @@ def method_ref(info: MethodInfo) -> str:
     return info.name
 
 
-def execute_job(job: JobSpec) -> RunResult:
-    """Run one job in this process (the function workers execute)."""
+def execute_job(job: JobSpec, code_hash: str, limits: Limits, threads: int | None) -> RunResult:
+    """Run one job in this process with ``fit`` isolated (what Dask workers execute).
+
+    ``code_hash`` is the method code the submitting process scored; a worker that finds other
+    code records a failed job. ``threads`` (when given) sets torch's threads here and in the child.
+    """
     info = resolve_method(job.method_ref)
-    return run_job(info, info.cls(info.cls.HParams.model_validate(job.hparams)), job.task, job.seed)
+    method = info.cls(info.cls.HParams.model_validate(job.hparams))
+    if info.code_hash != code_hash:
+        return RunResult(**method_fields(info, method), task=job.task.name, task_hash=job.task.content_hash(),
+                         seed=job.seed, status="failed",
+                         error=f"this worker has other code for {info.name!r} (hash {info.code_hash[:12]}, "
+                               f"expected {code_hash[:12]}): install the same version on every worker")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    fitter = IsolatedFit(method_ref=job.method_ref, code_hash=code_hash, limits=limits, threads=threads)
+    return run_job(info, method, job.task, job.seed, fit=fitter)
 
 
 @dataclass
@@ -137,7 +156,8 @@ def score(
     *,
     cache: ResultCache,
     workers: int = 1,
-    executor: Executor = "inline",
+    executor: Executor = "isolated",
+    scheduler: str | None = None,
     on_result: Callable[[RunResult, bool], None] = lambda result, reused: None,
     log: Callable[[str], None] = lambda message: None,
 ) -> ScoreOutcome:
@@ -145,7 +165,9 @@ def score(
 
     ``hparams`` must be the full, validated hyperparameters (``model_dump(mode="json")``).
     ``on_result(result, reused)`` is called once per job as it becomes available. Failed jobs
-    are stored too, but retried by the next score.
+    are stored too, but retried by the next score. ``workers`` is the number of parallel
+    processes (ignored by ``inline``); ``scheduler`` the Dask scheduler address (``dask`` only).
+    Raises :class:`sbbench.cluster.ClusterError` when a Dask executor cannot start.
     """
     ref = method_ref(info)
     suite_hash = suite.content_hash()
@@ -160,23 +182,38 @@ def score(
             on_result(cached, True)
     reused = len(results)
     pending = [(key, job) for key, job in zip(keys, jobs, strict=True) if key not in results]
-    for key, result in _execute(pending, info, workers, executor, log):
+    for key, result in _execute(pending, info, hparams, suite, workers, executor, scheduler, log):
         cache.store(key, result)
         results[key] = result
         on_result(result, False)
     return ScoreOutcome(results=[results[key] for key in keys], reused=reused)
 
 
-def _execute(pending: list[tuple[str, JobSpec]], info: MethodInfo, workers: int, executor: Executor,
+def _execute(pending: list[tuple[str, JobSpec]], info: MethodInfo, hparams: dict[str, Any], suite: Suite,
+             workers: int, executor: Executor, scheduler: str | None,
              log: Callable[[str], None]) -> Iterator[tuple[str, RunResult]]:
-    if executor == "inline" or workers == 1:
+    if executor == "inline":
         for key, job in pending:
             method = info.cls(info.cls.HParams.model_validate(job.hparams))
             yield key, run_job(info, method, job.task, job.seed, log=log)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(execute_job, job): key for key, job in pending}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+    if executor == "isolated":
+        yield from run_isolated([(key, job.task, job.seed) for key, job in pending], info, hparams,
+                                method_ref(info), Limits.of(suite), workers, log)
+        return
+    if not pending:
+        return
+    local = executor == "dask-local"
+    threads = (os.cpu_count() or 1) if local and workers == 1 else 1 if local else None
+    jobs = dict(pending)
+    with dask_client(None if local else scheduler, workers) as client:
+        for key, outcome in map_on_dask(client, execute_job, pending, (info.code_hash, Limits.of(suite), threads),
+                                        name=lambda key: f"sbbench-job-{key}"):
+            if isinstance(outcome, RunResult):
+                yield key, outcome
+                continue
+            job = jobs[key]
+            method = info.cls(info.cls.HParams.model_validate(job.hparams))
+            reason = f"the Dask cluster could not run this job: {describe_error(outcome)}"
+            yield key, RunResult(**method_fields(info, method), task=job.task.name, task_hash=job.task.content_hash(),
+                                 seed=job.seed, status="failed", error=reason)

@@ -10,7 +10,9 @@ import hashlib
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sbbench.tasks import TASKS, Task
+from sbbench.tasks import IMAGE_ATTACKS, TASKS, Task
+
+_RESOURCE_LIMITS = {"fit_seconds_limit", "fit_memory_limit_gb"}
 
 
 class Suite(BaseModel):
@@ -27,6 +29,10 @@ class Suite(BaseModel):
     table_metrics: tuple[str, ...] = ("acc", "s_rand_auc", "sc_rand_auc", "s_rand_acc", "s_swap_acc",
                                       "adv_acc_l2_1.0")
     """Per-task columns of the leaderboard table, in order."""
+    fit_seconds_limit: float = Field(default=4 * 3600.0, gt=0)
+    """Wall-time limit of one job's ``fit`` under isolation (:mod:`sbbench.isolation`)."""
+    fit_memory_limit_gb: float = Field(default=16.0, gt=0)
+    """Address-space limit (GB) of the process running ``fit`` under isolation, on CPU."""
 
     @property
     def label(self) -> str:
@@ -34,8 +40,11 @@ class Suite(BaseModel):
         return f"{self.name}-v{self.version}"
 
     def content_hash(self) -> str:
-        """sha256 of the suite's canonical JSON (tasks, seeds, metric settings)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        """sha256 of the suite's canonical JSON (tasks, seeds, metric settings).
+
+        The resource limits are left out: they decide whether a job may run, never its numbers.
+        """
+        return hashlib.sha256(self.model_dump_json(exclude=_RESOURCE_LIMITS).encode()).hexdigest()
 
     def task(self, name: str) -> Task:
         """The suite's task called ``name``."""
@@ -52,6 +61,7 @@ SUITES: dict[str, Suite] = {
         description="Shah et al.'s rotated synthetic tasks: LMS-5, MS-(5,7) and noisy LMS-7, (w,2)-FCNs, 5 seeds",
         tasks=(TASKS["lms5"], TASKS["ms57"], TASKS["noisy-lms7"]),
         seeds=(0, 1, 2, 3, 4),
+        table_metrics=(*Suite.model_fields["table_metrics"].default, "feature_availability"),
     ),
     "smoke": Suite(
         name="smoke",
@@ -59,6 +69,22 @@ SUITES: dict[str, Suite] = {
         description="one tiny LMS-5 task, 2 seeds, cheap metrics: checks that a method runs (seconds)",
         tasks=(TASKS["lms5-smoke"],),
         seeds=(0, 1),
+    ),
+    "ci": Suite(
+        name="ci",
+        version=1,
+        description="one 10-dimensional LMS-5 task, 4 seeds: checks scoring, caching and verification (seconds)",
+        tasks=(TASKS["lms5-ci"],),
+        seeds=(0, 1, 2, 3),
+    ),
+    "images": Suite(
+        name="images",
+        version=1,
+        description="MNIST-CIFAR dominoes (variant A) on real images, compact CNN, 5 seeds",
+        tasks=(TASKS["mnist-cifar"],),
+        seeds=(0, 1, 2, 3, 4),
+        table_metrics=("acc", "s_rand_auc", "sc_rand_auc", "fresh_s_rand_auc", "fresh_sc_rand_auc", "s_swap_acc",
+                       *(f"adv_acc_{attack.tag}" for attack in IMAGE_ATTACKS)),
     ),
 }
 """Every suite, by name."""

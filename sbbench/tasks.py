@@ -9,15 +9,29 @@ data.
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 from torch import nn
 
 from sbbench.data.dataset import Dataset
+from sbbench.data.images import DominoSpec, make_dominoes
 from sbbench.data.synthetic import SyntheticSpec, adv_ms, lms, make_synthetic, ms
 from sbbench.metrics.evaluate import AttackSpec, MetricSpec
 from sbbench.models import BackboneSpec, build_backbone
 from sbbench.training import TrainConfig
+
+
+def _data_kind(value: Any) -> str:
+    """Discriminator of :data:`DataSpec`: a spec's ``kind``; synthetic specs carry none."""
+    if isinstance(value, dict):
+        return value.get("kind", "synthetic")
+    return getattr(value, "kind", "synthetic")
+
+
+DataSpec = Annotated[Annotated[SyntheticSpec, Tag("synthetic")] | Annotated[DominoSpec, Tag("dominoes")],
+                     Discriminator(_data_kind)]
+"""A task's dataset: synthetic (no ``kind`` key, which keeps the synthetic tasks' hashes) or dominoes."""
 
 
 class Task(BaseModel):
@@ -28,7 +42,7 @@ class Task(BaseModel):
     name: str
     version: int = 1
     description: str
-    data: SyntheticSpec
+    data: DataSpec
     backbone: BackboneSpec
     budget: TrainConfig
     metrics: MetricSpec = MetricSpec()
@@ -38,7 +52,9 @@ class Task(BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
     def build(self, seed: int) -> Dataset:
-        """The task's data for ``seed`` (deterministic)."""
+        """The task's data for ``seed`` (deterministic; image tasks read the source of ``$SBBENCH_DATA_DIR``)."""
+        if isinstance(self.data, DominoSpec):
+            return make_dominoes(self.data, seed)
         return make_synthetic(self.data, seed)
 
     def make_backbone(self, input_shape: tuple[int, ...]) -> nn.Module:
@@ -51,6 +67,43 @@ _FCN_100 = BackboneSpec(width=100, depth=2)
 _FCN_300 = BackboneSpec(width=300, depth=2)
 _SGD = TrainConfig(lr=0.1, batch_size=256, weight_decay=5e-5, max_epochs=50)
 _NOISY_SGD = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, max_epochs=20, stop_train_acc=0.995)
+
+IMAGE_ATTACKS = (AttackSpec(norm="linf", eps=2 / 255, steps=10), AttackSpec(norm="linf", eps=8 / 255, steps=10),
+                 AttackSpec(norm="linf", eps=0.3, steps=10), AttackSpec(norm="l2", eps=1.0, steps=10))
+"""PGD on pixels in [0, 1]: l_inf at 2/255, 8/255 and the paper's 0.3, and l_2 at 1.0 (10 steps each)."""
+_IMAGE_TRACKS = {"n_pool": 1000, "n_val": 200}
+_CNN = BackboneSpec(kind="cnn", width=32, depth=4)
+_IMAGE_SGD = TrainConfig(lr=0.05, momentum=0.9, weight_decay=5e-5, batch_size=128, max_epochs=20)
+_IMAGE_CONTROL_SGD = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, max_epochs=12,
+                                 lr_schedule="onecycle")
+_IMAGE_METRICS = MetricSpec(attacks=list(IMAGE_ATTACKS), universal=False, coordinate_profile=False, clamp=(0.0, 1.0),
+                            batch_size=1024)
+
+
+def _image_tasks() -> list[Task]:
+    """MNIST-CIFAR dominoes (:mod:`sbbench.data.images`): variants, the CIFAR-only control, a smoke task."""
+    def dominoes(variant: str, **extra: object) -> DominoSpec:
+        return DominoSpec(variant=variant, **_IMAGE_TRACKS, **extra)
+
+    return [
+        Task(name="mnist-cifar", description="MNIST-CIFAR dominoes A: digit 0/1 over automobile/truck, compact CNN",
+             data=dominoes("A"), backbone=_CNN, budget=_IMAGE_SGD, metrics=_IMAGE_METRICS),
+        Task(name="mnist-cifar-b", description="MNIST-CIFAR dominoes B: digit 1/4 over automobile/truck, compact CNN",
+             data=dominoes("B"), backbone=_CNN, budget=_IMAGE_SGD, metrics=_IMAGE_METRICS),
+        Task(name="mnist-cifar-c", description="MNIST-CIFAR dominoes C: digit 0/1 over airplane/ship, compact CNN",
+             data=dominoes("C"), backbone=_CNN, budget=_IMAGE_SGD, metrics=_IMAGE_METRICS),
+        Task(name="mnist-cifar-control", description="dominoes A with the MNIST half blanked: can the CNN learn CIFAR?",
+             data=dominoes("A", blank_mnist=True), backbone=_CNN, budget=_IMAGE_CONTROL_SGD, metrics=_IMAGE_METRICS),
+        Task(name="mnist-cifar-resnet18", description="dominoes A with a CIFAR-style ResNet-18 (for GPUs)",
+             data=dominoes("A"), backbone=BackboneSpec(kind="resnet18", width=64, depth=2), budget=_IMAGE_SGD,
+             metrics=_IMAGE_METRICS),
+        Task(name="mnist-cifar-smoke", description="dominoes A cut to 500 train / 250 test per class, cheap metrics",
+             data=DominoSpec(n_pool=200, n_val=100, max_train_per_class=500, max_test_per_class=250),
+             backbone=BackboneSpec(kind="cnn", width=8, depth=3),
+             budget=_IMAGE_SGD.model_copy(update={"batch_size": 32, "max_epochs": 3}),
+             metrics=MetricSpec(randomization_repeats=2, attacks=[AttackSpec(norm="linf", eps=0.3, steps=3)],
+                                universal=False, coordinate_profile=False, clamp=(0.0, 1.0), batch_size=1024)),
+    ]
 
 
 def _tasks() -> dict[str, Task]:
@@ -78,6 +131,13 @@ def _tasks() -> dict[str, Task]:
              budget=_SGD.model_copy(update={"max_epochs": 10}),
              metrics=MetricSpec(randomization_repeats=2, attacks=[AttackSpec(norm="l2", eps=1.0, steps=10)],
                                 universal=False, coordinate_profile=False)),
+        Task(name="lms5-ci", description="a 10-dimensional LMS-5 (2k train, 5 epochs, (32,2)-FCN): exercises the "
+                                         "scoring machinery in about a second per job; not a benchmark",
+             data=lms(5, d=10, n_train=2000, n_test=500, n_pool=300, n_val=100),
+             backbone=BackboneSpec(width=32, depth=2), budget=TrainConfig(lr=0.1, batch_size=128, max_epochs=5),
+             metrics=MetricSpec(randomization_repeats=2, attacks=[AttackSpec(norm="l2", eps=1.0, steps=5)],
+                                universal=False, coordinate_profile=False)),
+        *_image_tasks(),
     ]
     return {task.name: task for task in defs}
 

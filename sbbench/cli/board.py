@@ -13,6 +13,7 @@ from sbbench.cli.common import (
     UserError,
     app,
     console,
+    hub_snapshot_root,
     leaderboard_app,
     load_named_entry,
     print_frame,
@@ -31,12 +32,16 @@ def leaderboard_command(
     sort: Annotated[str | None, typer.Option(help="sort by this column instead of the score")] = None,
     format: Annotated[str, typer.Option(help="table, md, csv or json")] = "table",
     root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
+    from_hub: Annotated[str | None, typer.Option(help="browse Hub repository OWNER/NAME from the local Hub cache "
+                                                      "(see `leaderboard pull`) instead of --root")] = None,
 ) -> None:
     """Show the leaderboard of a suite."""
     if ctx.invoked_subcommand is not None:
         return
     if format not in ("table", "md", "csv", "json"):
         raise UserError(f"--format must be table, md, csv or json, got {format!r}")
+    if from_hub is not None:
+        root = hub_snapshot_root(from_hub)
     suite_spec = suite_named(suite)
     try:
         frame = leaderboard_frame(load_entries(root, suite_spec), suite_spec, track=track, sort=sort)

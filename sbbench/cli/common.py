@@ -42,12 +42,17 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except UsageError as error:
-        errors.print(f"error: {error.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        errors.print(f"error: {one_line(error.format_message())}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Abort:
         errors.print("aborted", markup=False)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def one_line(message: str) -> str:
+    """``message`` with line breaks and other control characters (which may come from user input) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 
@@ -89,6 +94,16 @@ def load_named_entry(root: Path, suite: Suite, name: str):
     try:
         return read_entry(path)
     except EntryError as error:
+        raise UserError(str(error)) from None
+
+
+def hub_snapshot_root(repo: str) -> Path:
+    """The cached snapshot of Hub repository ``repo`` (see `sbbench leaderboard pull`), as a leaderboard root."""
+    from sbbench.leaderboard.hub import HubError, cached_snapshot
+
+    try:
+        return cached_snapshot(repo)
+    except HubError as error:
         raise UserError(str(error)) from None
 
 

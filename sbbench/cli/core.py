@@ -25,10 +25,11 @@ from sbbench.cli.common import (
     suite_named,
     task_named,
 )
+from sbbench.cluster import ClusterError
 from sbbench.leaderboard.store import build_entry, write_entry
 from sbbench.results import RunResult
 from sbbench.runner import default_device, run_job
-from sbbench.scoring import ResultCache, default_cache_dir, score
+from sbbench.scoring import EXECUTORS, ResultCache, default_cache_dir, score
 from sbbench.suite import SUITES
 from sbbench.tasks import TASKS
 
@@ -113,10 +114,16 @@ def score_command(
     root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
     cache_dir: Annotated[Path | None, typer.Option(help="result cache (default $SBBENCH_CACHE or .sbbench/cache)")]
     = None,
+    executor: Annotated[str, typer.Option(help="isolated (fit in child processes under the suite's limits), "
+                                               "inline (one process, for debugging), dask (needs --scheduler) "
+                                               "or dask-local (a local Dask cluster of --workers processes)")]
+    = "isolated",
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
 ) -> None:
     """Score a method on every task x seed of a suite and write its leaderboard entry."""
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    check_executor(executor, scheduler)
     suite_spec = suite_named(suite)
     info = method_named(method)
     overrides = parse_overrides(hp or [])
@@ -134,9 +141,11 @@ def score_command(
         def log(message: str) -> None:
             progress.update(bar, description=f"scoring {info.name} on {suite_spec.label}: {message}")
 
-        outcome = score(info, hparams, suite_spec, cache=ResultCache(cache_dir or default_cache_dir()),
-                        workers=workers, executor="process" if workers > 1 else "inline",
-                        on_result=on_result, log=log)
+        try:
+            outcome = score(info, hparams, suite_spec, cache=ResultCache(cache_dir or default_cache_dir()),
+                            workers=workers, executor=executor, scheduler=scheduler, on_result=on_result, log=log)
+        except ClusterError as error:
+            raise UserError(str(error)) from None
     failed = [r for r in outcome.results if r.status == "failed"]
     if failed:
         errors.print(f"{len(failed)} of {jobs} jobs failed; the leaderboard was not changed. "
@@ -166,6 +175,16 @@ def export_command(
         block_S=np.asarray(data.space.blocks["S"]), block_Sc=np.asarray(data.space.blocks["Sc"]),
     )
     console.print(f"wrote {out} ({len(data.train)} train, {len(data.test)} test, d={data.space.n_features})")
+
+
+def check_executor(executor: str, scheduler: str | None) -> None:
+    """Refuse an unknown executor, ``dask`` without a scheduler and a scheduler without ``dask``."""
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "dask" and not scheduler:
+        raise UserError("--executor dask needs --scheduler ADDRESS (or use --executor dask-local)")
+    if scheduler is not None and executor != "dask":
+        raise UserError(f"--scheduler is only used by --executor dask, not {executor!r}")
 
 
 def _print_summary(results: list[RunResult]) -> None:

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from torch import Tensor, nn
 
 from sbbench.training.fcn_sgd import FusedFCNSGDStep, supports_fused_step
@@ -28,6 +28,13 @@ class TrainConfig(BaseModel):
     ``>= stop_train_acc`` or whose mean train loss is ``< stop_train_loss``, and after
     ``max_epochs`` at the latest. Running statistics are those of the epoch's own minibatch
     forward passes (the model changes during the epoch), which costs nothing extra.
+
+    ``lr_schedule``: ``"constant"`` keeps ``lr``; ``"onecycle"`` sets the learning rate before
+    every optimiser step by PyTorch's ``OneCycleLR`` over ``max_epochs`` epochs (from
+    ``lr / 25`` up to ``lr`` in the first 30% of the steps, then a cosine anneal to
+    ``lr / 25e4``; momentum stays ``momentum``). A run that stops early ends mid-schedule.
+    The default is left out of the serialised config, so configs without a schedule keep
+    their content hashes.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -40,6 +47,14 @@ class TrainConfig(BaseModel):
     max_epochs: int = Field(default=100, ge=1)
     stop_train_acc: float | None = Field(default=1.0, gt=0, le=1)
     stop_train_loss: float | None = Field(default=0.01, gt=0)
+    lr_schedule: Literal["constant", "onecycle"] = "constant"
+
+    @model_serializer(mode="wrap")
+    def _omit_constant_schedule(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data = handler(self)
+        if self.lr_schedule == "constant":
+            data.pop("lr_schedule", None)
+        return data
 
 
 class Objective(Protocol):
@@ -78,7 +93,8 @@ def default_step(model: nn.Module, objective: Objective, config: TrainConfig) ->
     Plain ERM on an FCN with SGD gets the hand-derived :class:`FusedFCNSGDStep` (same updates,
     a fraction of autograd's overhead); everything else the autograd :func:`gradient_step`.
     """
-    if objective is cross_entropy_objective and config.optimizer == "sgd" and supports_fused_step(model):
+    if (objective is cross_entropy_objective and config.optimizer == "sgd" and config.lr_schedule == "constant"
+            and supports_fused_step(model)):
         return FusedFCNSGDStep(model, config.lr, config.momentum, config.weight_decay)
     return gradient_step(objective)
 
@@ -140,6 +156,10 @@ def train(
     """
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
     step = update if update is not None else default_step(model, objective, config)
+    if config.lr_schedule == "onecycle":
+        step = _scheduled(step, torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=config.max_epochs * math.ceil(len(y) / config.batch_size),
+            cycle_momentum=False))
     generator = torch.Generator().manual_seed(seed)
     log = TrainLog()
     model.train()
@@ -155,6 +175,17 @@ def train(
             break
     model.eval()
     return log
+
+
+def _scheduled(step: Update, scheduler: torch.optim.lr_scheduler.LRScheduler) -> Update:
+    """``step`` followed by one step of the learning-rate ``scheduler``."""
+
+    def update(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        result = step(model, optimizer, x, y)
+        scheduler.step()
+        return result
+
+    return update
 
 
 def _run_epoch(

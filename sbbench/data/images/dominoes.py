@@ -113,7 +113,10 @@ class DominoSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Halves:
-    """One set of dominoes before assembly: ``mnist`` ``(n, 28, 28)``, ``cifar`` ``(n, 32, 32, 3)`` uint8, ``y`` ``(n,)``."""
+    """One set of dominoes before assembly.
+
+    ``mnist``: ``(n, 28, 28)`` uint8, ``cifar``: ``(n, 32, 32, 3)`` uint8, ``y``: ``(n,)`` int64 labels.
+    """
 
     mnist: np.ndarray
     cifar: np.ndarray

@@ -27,7 +27,7 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -125,7 +125,7 @@ class ImageSource(BaseModel):
 
     @classmethod
     def from_env(cls) -> ImageSource:
-        """The source configured by ``$SBBENCH_DATA_DIR`` and the ``SBBENCH_{MNIST,CIFAR}_{REPO,REVISION}`` variables."""
+        """The source set by ``$SBBENCH_DATA_DIR`` and ``$SBBENCH_{MNIST,CIFAR}_{REPO,REVISION}``."""
         data_dir = os.environ.get(DATA_DIR_ENV)
         hub = {}
         for name, repo in DEFAULT_HUB.items():
@@ -141,7 +141,8 @@ class ImageSource(BaseModel):
         return ";".join(f"hub:{repo.repo_id}@{repo.revision}" for repo in self.hub.values())
 
 
-def load_classes(source: ImageSource, dataset: ImageDataset, split: Split, labels: tuple[int, ...]) -> dict[int, np.ndarray]:
+def load_classes(source: ImageSource, dataset: ImageDataset, split: Split,
+                 labels: tuple[int, ...]) -> dict[int, np.ndarray]:
     """The images of ``labels`` in one split, each class sorted by the sha256 of its pixel bytes.
 
     Args:
@@ -185,7 +186,7 @@ def how_to_get(dataset: str) -> str:
     repo = DEFAULT_HUB[dataset]
     return (f"{dataset} is not available. Fetch it once with internet access: `sbbench images fetch` "
             f"(downloads {repo.repo_id}@{repo.revision[:8]} and the other image dataset into the Hugging Face "
-            f"cache, about 150 MB; afterwards it works offline). Or point `--data-dir` / ${DATA_DIR_ENV} at a "
+            f"cache, about 165 MB; afterwards it works offline). Or point `--data-dir` / ${DATA_DIR_ENV} at a "
             "folder holding the standard files (MNIST IDX files, CIFAR-10 `cifar-10-batches-py/`) or sbbench npz "
             "files (`mnist_{train,test}.npz`, `cifar10_{train,test}.npz`); see docs/images.md.")
 
@@ -315,8 +316,10 @@ def _read_cifar_batches(folder: Path, split: Split) -> tuple[np.ndarray, np.ndar
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only plain containers and numpy arrays, so a batch file cannot run code."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+        ("numpy", "dtype"), ("_codecs", "encode")}
+    """Array reconstruction, plus ``_codecs.encode``, which protocol-2 pickles written by Python 3 use for bytes."""
 
     def find_class(self, module: str, name: str) -> type:
         if (module, name) in self._ALLOWED:
