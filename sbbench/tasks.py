@@ -69,8 +69,8 @@ _SGD = TrainConfig(lr=0.1, batch_size=256, weight_decay=5e-5, max_epochs=50)
 _NOISY_SGD = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, max_epochs=20, stop_train_acc=0.995)
 
 IMAGE_ATTACKS = (AttackSpec(norm="linf", eps=2 / 255, steps=10), AttackSpec(norm="linf", eps=8 / 255, steps=10),
-                 AttackSpec(norm="linf", eps=0.3, steps=10), AttackSpec(norm="l2", eps=1.0, steps=10))
-"""PGD on pixels in [0, 1]: l_inf at 2/255, 8/255 and the paper's 0.3, and l_2 at 1.0 (10 steps each)."""
+                 AttackSpec(norm="linf", eps=0.3, steps=10), AttackSpec(norm="l2", eps=2.0, steps=10))
+"""PGD on pixels in [0, 1]: l_inf at 2/255, 8/255 and the paper's 0.3, and l_2 at 2.0 (10 steps each)."""
 _IMAGE_TRACKS = {"n_pool": 1000, "n_val": 200}
 _CNN = BackboneSpec(kind="cnn", width=32, depth=4)
 _IMAGE_SGD = TrainConfig(lr=0.05, momentum=0.9, weight_decay=5e-5, batch_size=128, max_epochs=20)

@@ -198,13 +198,12 @@ def how_to_get(dataset: str) -> str:
 def hub_file(source: ImageSource, dataset: ImageDataset, split: Split) -> Path:
     """Local path of one split's parquet file, downloaded into the Hub cache when allowed and missing."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     repo = source.hub[dataset]
     try:
         path = hf_hub_download(repo.repo_id, repo.files[split], repo_type="dataset", revision=repo.revision,
                                cache_dir=source.hub_cache, local_files_only=not source.allow_download)
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+    except OSError as error:  # huggingface_hub's not-cached, offline and HTTP errors all derive from OSError
         raise DatasetUnavailable(f"{how_to_get(dataset)} (Hub: {type(error).__name__}: {error})") from error
     return Path(path)
 

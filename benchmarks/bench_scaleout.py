@@ -1,0 +1,121 @@
+"""Scale-out and isolation overhead: one suite scored by four executors, timed in one run.
+
+Usage::
+
+    python benchmarks/bench_scaleout.py [--suite synthetic] [--tasks lms5,ms57] [--seeds N]
+                                        [--max-epochs E] [--method erm] [--json PATH]
+
+Each configuration runs in a fresh Python process (so no configuration profits from data or
+workers another one built) with a fresh temporary result cache, and is timed from just before
+``score`` to just after it: start-up of fit children and of the Dask cluster is included.
+
+* ``inline``: everything in one process (torch's default threads);
+* ``isolated``: the default executor, ``fit`` in one persistent child process;
+* ``dask-1`` / ``dask-2``: a local Dask cluster of 1 worker (all cores) or 2 workers (1 thread
+  each), every worker isolating ``fit`` as above.
+
+It prints the wall times, the isolation overhead (isolated vs inline), the Dask speed-up (1 vs 2
+workers) and whether every run's metrics are bit-identical across configurations.
+``--tasks``, ``--seeds`` and ``--max-epochs`` make a smaller stand-in of the suite when CPU
+time is scarce; the stand-in is printed with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS = {"inline": ("inline", 1), "isolated": ("isolated", 1), "dask-1": ("dask-local", 1),
+           "dask-2": ("dask-local", 2)}
+
+
+def stand_in(suite_name: str, tasks: str | None, seeds: int | None, max_epochs: int | None):
+    """The suite, optionally cut to some tasks, its first ``seeds`` seeds and at most ``max_epochs`` epochs."""
+    from sbbench.suite import get_suite
+
+    suite = get_suite(suite_name)
+    chosen = [suite.task(name) for name in tasks.split(",")] if tasks else list(suite.tasks)
+    if max_epochs is not None:
+        chosen = [task.model_copy(update={"budget": task.budget.model_copy(update={"max_epochs": max_epochs})})
+                  for task in chosen]
+    return suite.model_copy(update={"tasks": tuple(chosen), "seeds": suite.seeds[:seeds] if seeds else suite.seeds})
+
+
+def run_one(config: str, args: argparse.Namespace) -> dict:
+    """Score the stand-in with one configuration in this process; wall time and every run's numbers."""
+    from sbbench.methods.registry import resolve_method
+    from sbbench.scoring import ResultCache, score
+
+    suite = stand_in(args.suite, args.tasks, args.seeds, args.max_epochs)
+    info = resolve_method(args.method)
+    hparams = info.cls.defaults().model_dump(mode="json")
+    executor, workers = CONFIGS[config]
+    with tempfile.TemporaryDirectory(prefix="sbbench-bench-") as cache:
+        started = time.perf_counter()
+        outcome = score(info, hparams, suite, cache=ResultCache(Path(cache)), executor=executor, workers=workers)
+        seconds = time.perf_counter() - started
+    return {"config": config, "seconds": seconds,
+            "runs": [[r.task, r.seed, r.status, r.error, r.metrics, r.profiles] for r in outcome.results]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--suite", default="synthetic")
+    parser.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
+    parser.add_argument("--seeds", type=int, help="use the suite's first N seeds")
+    parser.add_argument("--max-epochs", type=int, help="cap every task's epochs (a cheaper stand-in)")
+    parser.add_argument("--method", default="erm")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--run", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        print(json.dumps(run_one(args.run, args)))
+        return
+
+    forwarded = ["--suite", args.suite, "--method", args.method]
+    for option, value in (("--tasks", args.tasks), ("--seeds", args.seeds), ("--max-epochs", args.max_epochs)):
+        if value is not None:
+            forwarded += [option, str(value)]
+    suite = stand_in(args.suite, args.tasks, args.seeds, args.max_epochs)
+    print(f"suite {suite.name}: tasks {', '.join(t.name for t in suite.tasks)}; seeds {list(suite.seeds)}; "
+          f"epochs {[t.budget.max_epochs for t in suite.tasks]}; method {args.method}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    measured = {}
+    for config in CONFIGS:
+        done = subprocess.run([sys.executable, __file__, *forwarded, "--run", config], capture_output=True,
+                              text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"{config} failed:\n{done.stderr[-3000:]}")
+        measured[config] = json.loads(done.stdout.strip().splitlines()[-1])
+        failed = [run for run in measured[config]["runs"] if run[2] != "ok"]
+        print(f"{config:9s} {measured[config]['seconds']:8.1f} s" + (f"  ({len(failed)} failed jobs!)" if failed
+                                                                     else ""), flush=True)
+    inline, isolated = measured["inline"]["seconds"], measured["isolated"]["seconds"]
+    dask1, dask2 = measured["dask-1"]["seconds"], measured["dask-2"]["seconds"]
+    identical = {config: measured[config]["runs"] == measured["inline"]["runs"] for config in CONFIGS}
+    summary = {
+        "isolation_overhead_seconds": isolated - inline,
+        "isolation_overhead_percent": 100 * (isolated / inline - 1),
+        "dask_speedup_2_vs_1": dask1 / dask2,
+        "identical_to_inline": identical,
+        "dask_1_and_2_identical": measured["dask-1"]["runs"] == measured["dask-2"]["runs"],
+        "load_average_at_end": os.getloadavg()[0],
+    }
+    print(f"isolation overhead: {summary['isolation_overhead_seconds']:+.1f} s "
+          f"({summary['isolation_overhead_percent']:+.1f}%) vs inline")
+    print(f"Dask 2 workers vs 1: {summary['dask_speedup_2_vs_1']:.2f}x faster (target >= 1.6x)")
+    print(f"numbers identical to inline: {identical}; Dask 1 vs 2 workers identical: "
+          f"{summary['dask_1_and_2_identical']}; load average at end {summary['load_average_at_end']:.1f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"configs": {c: m["seconds"] for c, m in measured.items()}, **summary},
+                                        indent=1))
+
+
+if __name__ == "__main__":
+    main()
