@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sbbench.leaderboard.render import format_value
 from sbbench.leaderboard.store import EntryError, entry_path, read_entry
 from sbbench.methods.registry import MethodInfo, RegistryError, SubmissionError, discover, resolve_method
+from sbbench.results import RunResult
 from sbbench.suite import Suite, get_suite
 from sbbench.tasks import Task, get_task
 
@@ -146,3 +148,15 @@ def progress_bar() -> Progress:
                     console=errors, transient=False)
 
 
+
+
+def report_result(progress: Progress, bar: TaskID) -> Callable[[RunResult, bool], None]:
+    """A ``score`` callback printing one line per finished job and advancing ``bar``."""
+
+    def on_result(result: RunResult, reused: bool) -> None:
+        state = "cached" if reused else result.status
+        progress.console.print(f"{result.task} seed {result.seed}: {state}"
+                               + (f" ({result.error})" if result.error else ""), markup=False)
+        progress.advance(bar)
+
+    return on_result

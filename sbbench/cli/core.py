@@ -22,6 +22,7 @@ from sbbench.cli.common import (
     method_named,
     parse_overrides,
     progress_bar,
+    report_result,
     suite_named,
     task_named,
 )
@@ -132,18 +133,13 @@ def score_command(
     with progress_bar() as progress:
         bar = progress.add_task(f"scoring {info.name} on {suite_spec.label}", total=jobs)
 
-        def on_result(result: RunResult, reused: bool) -> None:
-            state = "cached" if reused else result.status
-            progress.console.print(f"{result.task} seed {result.seed}: {state}"
-                                   + (f" ({result.error})" if result.error else ""), markup=False)
-            progress.advance(bar)
-
         def log(message: str) -> None:
             progress.update(bar, description=f"scoring {info.name} on {suite_spec.label}: {message}")
 
         try:
             outcome = score(info, hparams, suite_spec, cache=ResultCache(cache_dir or default_cache_dir()),
-                            workers=workers, executor=executor, scheduler=scheduler, on_result=on_result, log=log)
+                            workers=workers, executor=executor, scheduler=scheduler,
+                            on_result=report_result(progress, bar), log=log)
         except ClusterError as error:
             raise UserError(str(error)) from None
     failed = [r for r in outcome.results if r.status == "failed"]

@@ -16,10 +16,10 @@ from sbbench.cli.common import (
     errors,
     method_named,
     progress_bar,
+    report_result,
     suite_named,
 )
 from sbbench.leaderboard.store import build_entry, write_entry
-from sbbench.results import RunResult
 from sbbench.runner import default_device
 from sbbench.scoring import ResultCache, default_cache_dir, score
 from sbbench.sweep import SELECTION_METRIC, Trial, run_sweep, search_space
@@ -78,14 +78,8 @@ def sweep_command(
     jobs = len(suite_spec.tasks) * len(suite_spec.seeds)
     with progress_bar() as progress:
         bar = progress.add_task(f"scoring {info.name} on {suite_spec.label}", total=jobs)
-
-        def on_result(result: RunResult, reused: bool) -> None:
-            state = "cached" if reused else result.status
-            progress.console.print(f"{result.task} seed {result.seed}: {state}"
-                                   + (f" ({result.error})" if result.error else ""), markup=False)
-            progress.advance(bar)
-
-        scored = score(info, outcome.best.hparams, suite_spec, cache=cache, workers=workers, on_result=on_result)
+        scored = score(info, outcome.best.hparams, suite_spec, cache=cache, workers=workers,
+                       on_result=report_result(progress, bar))
     failed = [r for r in scored.results if r.status == "failed"]
     if failed:
         errors.print(f"{len(failed)} of {jobs} scoring jobs failed; the leaderboard was not changed.", markup=False)
