@@ -15,7 +15,11 @@ workers another one built) with a fresh temporary result cache, and is timed fro
   each), every worker isolating ``fit`` as above.
 
 It prints the wall times, the isolation overhead (isolated vs inline), the Dask speed-up (1 vs 2
-workers) and whether every run's metrics are bit-identical across configurations.
+workers) and whether every run's metrics are bit-identical across configurations. On a shared
+machine wall times move with other people's load, so the CPU seconds of each configuration's
+process tree are printed too (for ``inline`` and ``isolated``, whose processes are all reaped by
+the time the configuration's process exits; Dask workers' fit children are not, so Dask
+configurations report no CPU time).
 ``--tasks``, ``--seeds`` and ``--max-epochs`` make a smaller stand-in of the suite when CPU
 time is scarce; the stand-in is printed with the results.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -88,18 +93,24 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start", flush=True)
     measured = {}
     for config in CONFIGS:
+        cpu_before = _children_cpu()
         done = subprocess.run([sys.executable, __file__, *forwarded, "--run", config], capture_output=True,
                               text=True, check=False)
         if done.returncode != 0:
             sys.exit(f"{config} failed:\n{done.stderr[-3000:]}")
         measured[config] = json.loads(done.stdout.strip().splitlines()[-1])
+        measured[config]["cpu_seconds"] = None if config.startswith("dask") else _children_cpu() - cpu_before
         failed = [run for run in measured[config]["runs"] if run[2] != "ok"]
-        print(f"{config:9s} {measured[config]['seconds']:8.1f} s" + (f"  ({len(failed)} failed jobs!)" if failed
-                                                                     else ""), flush=True)
+        cpu = measured[config]["cpu_seconds"]
+        print(f"{config:9s} {measured[config]['seconds']:8.1f} s wall"
+              + (f", {cpu:8.1f} s CPU (whole process tree, imports included)" if cpu is not None else "")
+              + f", load average {os.getloadavg()[0]:.1f}" + (f"  ({len(failed)} failed jobs!)" if failed else ""),
+              flush=True)
     inline, isolated = measured["inline"]["seconds"], measured["isolated"]["seconds"]
     dask1, dask2 = measured["dask-1"]["seconds"], measured["dask-2"]["seconds"]
     identical = {config: measured[config]["runs"] == measured["inline"]["runs"] for config in CONFIGS}
     summary = {
+        "isolation_overhead_cpu_seconds": measured["isolated"]["cpu_seconds"] - measured["inline"]["cpu_seconds"],
         "isolation_overhead_seconds": isolated - inline,
         "isolation_overhead_percent": 100 * (isolated / inline - 1),
         "dask_speedup_2_vs_1": dask1 / dask2,
@@ -107,14 +118,22 @@ def main() -> None:
         "dask_1_and_2_identical": measured["dask-1"]["runs"] == measured["dask-2"]["runs"],
         "load_average_at_end": os.getloadavg()[0],
     }
-    print(f"isolation overhead: {summary['isolation_overhead_seconds']:+.1f} s "
-          f"({summary['isolation_overhead_percent']:+.1f}%) vs inline")
+    print(f"isolation overhead: {summary['isolation_overhead_seconds']:+.1f} s wall "
+          f"({summary['isolation_overhead_percent']:+.1f}%), {summary['isolation_overhead_cpu_seconds']:+.1f} s CPU "
+          "vs inline")
     print(f"Dask 2 workers vs 1: {summary['dask_speedup_2_vs_1']:.2f}x faster (target >= 1.6x)")
     print(f"numbers identical to inline: {identical}; Dask 1 vs 2 workers identical: "
           f"{summary['dask_1_and_2_identical']}; load average at end {summary['load_average_at_end']:.1f}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"configs": {c: m["seconds"] for c, m in measured.items()}, **summary},
-                                        indent=1))
+        args.json.write_text(json.dumps({"wall_seconds": {c: m["seconds"] for c, m in measured.items()},
+                                         "cpu_seconds": {c: m["cpu_seconds"] for c, m in measured.items()},
+                                         **summary}, indent=1))
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of every reaped descendant of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
