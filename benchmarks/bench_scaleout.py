@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_scaleout.py [--suite synthetic] [--tasks lms5,ms57] [--seeds N]
-                                        [--max-epochs E] [--method erm] [--json PATH]
+                                        [--max-epochs E] [--method erm] [--rounds R] [--json PATH]
 
 Each configuration runs in a fresh Python process (so no configuration profits from data or
 workers another one built) with a fresh temporary result cache, and is timed from just before
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="use the suite's first N seeds")
     parser.add_argument("--max-epochs", type=int, help="cap every task's epochs (a cheaper stand-in)")
     parser.add_argument("--method", default="erm")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every configuration this many times, "
+                                                                "alternating, and report medians")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--run", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -91,43 +94,53 @@ def main() -> None:
     print(f"suite {suite.name}: tasks {', '.join(t.name for t in suite.tasks)}; seeds {list(suite.seeds)}; "
           f"epochs {[t.budget.max_epochs for t in suite.tasks]}; method {args.method}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start", flush=True)
-    measured = {}
-    for config in CONFIGS:
-        cpu_before = _children_cpu()
-        done = subprocess.run([sys.executable, __file__, *forwarded, "--run", config], capture_output=True,
-                              text=True, check=False)
-        if done.returncode != 0:
-            sys.exit(f"{config} failed:\n{done.stderr[-3000:]}")
-        measured[config] = json.loads(done.stdout.strip().splitlines()[-1])
-        measured[config]["cpu_seconds"] = None if config.startswith("dask") else _children_cpu() - cpu_before
-        failed = [run for run in measured[config]["runs"] if run[2] != "ok"]
-        cpu = measured[config]["cpu_seconds"]
-        print(f"{config:9s} {measured[config]['seconds']:8.1f} s wall"
-              + (f", {cpu:8.1f} s CPU (whole process tree, imports included)" if cpu is not None else "")
-              + f", load average {os.getloadavg()[0]:.1f}" + (f"  ({len(failed)} failed jobs!)" if failed else ""),
-              flush=True)
-    inline, isolated = measured["inline"]["seconds"], measured["isolated"]["seconds"]
-    dask1, dask2 = measured["dask-1"]["seconds"], measured["dask-2"]["seconds"]
-    identical = {config: measured[config]["runs"] == measured["inline"]["runs"] for config in CONFIGS}
+    rounds: list[dict[str, dict]] = []
+    for number in range(args.rounds):
+        measured = {}
+        for config in CONFIGS:
+            measured[config] = _measure(config, forwarded)
+            cpu = measured[config]["cpu_seconds"]
+            failed = [run for run in measured[config]["runs"] if run[2] != "ok"]
+            print(f"round {number + 1} {config:9s} {measured[config]['seconds']:8.1f} s wall"
+                  + (f", {cpu:7.1f} s CPU (process tree, imports included)" if cpu is not None else "")
+                  + f", load average {os.getloadavg()[0]:.1f}" + (f"  ({len(failed)} failed jobs!)" if failed else ""),
+                  flush=True)
+        rounds.append(measured)
+    wall = {config: statistics.median(r[config]["seconds"] for r in rounds) for config in CONFIGS}
+    cpu = {config: statistics.median(r[config]["cpu_seconds"] for r in rounds)
+           for config in ("inline", "isolated")}
+    reference = rounds[0]["inline"]["runs"]
     summary = {
-        "isolation_overhead_cpu_seconds": measured["isolated"]["cpu_seconds"] - measured["inline"]["cpu_seconds"],
-        "isolation_overhead_seconds": isolated - inline,
-        "isolation_overhead_percent": 100 * (isolated / inline - 1),
-        "dask_speedup_2_vs_1": dask1 / dask2,
-        "identical_to_inline": identical,
-        "dask_1_and_2_identical": measured["dask-1"]["runs"] == measured["dask-2"]["runs"],
+        "wall_seconds_median": wall,
+        "cpu_seconds_median": cpu,
+        "isolation_overhead_wall_percent": 100 * (wall["isolated"] / wall["inline"] - 1),
+        "isolation_overhead_cpu_seconds": cpu["isolated"] - cpu["inline"],
+        "dask_speedup_2_vs_1_per_round": [r["dask-1"]["seconds"] / r["dask-2"]["seconds"] for r in rounds],
+        "dask_speedup_2_vs_1_median_times": wall["dask-1"] / wall["dask-2"],
+        "identical_to_first_inline_run": all(m["runs"] == reference for r in rounds for m in r.values()),
         "load_average_at_end": os.getloadavg()[0],
     }
-    print(f"isolation overhead: {summary['isolation_overhead_seconds']:+.1f} s wall "
-          f"({summary['isolation_overhead_percent']:+.1f}%), {summary['isolation_overhead_cpu_seconds']:+.1f} s CPU "
-          "vs inline")
-    print(f"Dask 2 workers vs 1: {summary['dask_speedup_2_vs_1']:.2f}x faster (target >= 1.6x)")
-    print(f"numbers identical to inline: {identical}; Dask 1 vs 2 workers identical: "
-          f"{summary['dask_1_and_2_identical']}; load average at end {summary['load_average_at_end']:.1f}")
+    print(f"isolation overhead (medians over {args.rounds} round(s)): "
+          f"{summary['isolation_overhead_wall_percent']:+.1f}% wall, "
+          f"{summary['isolation_overhead_cpu_seconds']:+.1f} s CPU vs inline")
+    print(f"Dask 2 workers vs 1: {summary['dask_speedup_2_vs_1_median_times']:.2f}x faster (target >= 1.6x); per round "
+          + ", ".join(f"{x:.2f}x" for x in summary["dask_speedup_2_vs_1_per_round"]))
+    print(f"every run of every configuration bit-identical: {summary['identical_to_first_inline_run']}; "
+          f"load average at end {summary['load_average_at_end']:.1f}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"wall_seconds": {c: m["seconds"] for c, m in measured.items()},
-                                         "cpu_seconds": {c: m["cpu_seconds"] for c, m in measured.items()},
-                                         **summary}, indent=1))
+        args.json.write_text(json.dumps(summary, indent=1))
+
+
+def _measure(config: str, forwarded: list[str]) -> dict:
+    """Run one configuration in a fresh process: its wall time, runs, and (not for Dask) process-tree CPU time."""
+    cpu_before = _children_cpu()
+    done = subprocess.run([sys.executable, __file__, *forwarded, "--run", config], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        sys.exit(f"{config} failed:\n{done.stderr[-3000:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    measured["cpu_seconds"] = None if config.startswith("dask") else _children_cpu() - cpu_before
+    return measured
 
 
 def _children_cpu() -> float:
