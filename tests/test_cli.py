@@ -47,6 +47,12 @@ def test_score_browse_and_compare(tmp_path: Path) -> None:
     assert compared.returncode == 0, compared.stderr
     assert "paired" in compared.stdout and "s_rand_auc" in compared.stdout
 
+    report = sbbench("leaderboard", "report", "--suite", "smoke", "--root", "lb", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    oracle_rows = [line for line in report.stdout.splitlines() if line.startswith("| oracle-randomize-s |")]
+    assert len(oracle_rows) == 1 and "| erm (baseline) | T0 |" in report.stdout
+    assert all(cell.strip().endswith(("higher", "lower", "n.s.")) for cell in oracle_rows[0].split("|")[3:-1])
+
 
 @pytest.mark.parametrize(("args", "message"), [
     (["run", "erm", "--task", "nope"], "unknown task 'nope'"),
@@ -55,6 +61,8 @@ def test_score_browse_and_compare(tmp_path: Path) -> None:
     (["run", "no-such-method"], "unknown method 'no-such-method'"),
     (["score", "erm", "--suite", "nope"], "unknown suite 'nope'"),
     (["compare", "erm", "nobody", "--root", "lb"], "no entry 'erm'"),
+    (["leaderboard", "report", "--alpha", "1.5"], "--alpha must lie strictly between 0 and 1"),
+    (["leaderboard", "report", "--root", "lb"], "no entry 'erm'"),
 ])
 def test_bad_arguments_give_one_line_and_exit_code_2(tmp_path: Path, args: list[str], message: str) -> None:
     done = sbbench(*args, cwd=tmp_path)

@@ -21,6 +21,7 @@ from sbbench.cli.common import (
 )
 from sbbench.leaderboard.compare import compare_entries
 from sbbench.leaderboard.render import leaderboard_frame
+from sbbench.leaderboard.report import baseline_report
 from sbbench.leaderboard.store import EntryError, load_entries
 
 
@@ -81,3 +82,25 @@ def compare_command(
         console.print(sentence, markup=False)
 
 
+
+
+@leaderboard_app.command("report")
+def report_command(
+    suite: Annotated[str, typer.Option(help="suite name")] = "synthetic",
+    baseline: Annotated[str, typer.Option(help="the entry every other entry is compared with")] = "erm",
+    metrics: Annotated[str | None, typer.Option(help="comma-separated metrics (default: the primary metric, "
+                                                     "then acc)")] = None,
+    alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05,
+    root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
+) -> None:
+    """Markdown report: each entry against a baseline, per task, paired over seeds."""
+    if not 0.0 < alpha < 1.0:
+        raise UserError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
+    suite_spec = suite_named(suite)
+    chosen = metrics.split(",") if metrics else [suite_spec.primary_metric, "acc"]
+    base = load_named_entry(root, suite_spec, baseline)
+    try:
+        entries = [loaded.entry for loaded in load_entries(root, suite_spec) if not loaded.stale]
+    except EntryError as error:
+        raise UserError(str(error.args[0])) from None
+    console.file.write(baseline_report(entries, base, suite_spec, chosen, alpha) + "\n")

@@ -198,14 +198,22 @@ def _run_epoch(
     generator: torch.Generator,
 ) -> tuple[float, float]:
     order = torch.randperm(len(y), generator=generator).to(y.device)
-    x_shuffled, y_shuffled = x[order], y[order]
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, len(y), batch_size):
+    x_shuffled, y_shuffled = x.index_select(0, order), y.index_select(0, order)
+    starts = range(0, len(y), batch_size)
+    # The statistics are gathered into buffers and reduced once per epoch: per-step reductions
+    # cost as much as a small model's update on a CPU.
+    losses = torch.empty(len(starts), device=x.device)
+    all_logits: Tensor | None = None
+    for index, start in enumerate(starts):
         xb, yb = x_shuffled[start:start + batch_size], y_shuffled[start:start + batch_size]
         loss, logits = step(model, optimizer, xb, yb)
-        loss_sum += loss.detach() * len(yb)
-        correct += (logits.detach().argmax(dim=1) == yb).sum()
+        if all_logits is None:
+            all_logits = logits.new_empty((len(y), *logits.shape[1:]))
+        losses[index] = loss.detach()
+        all_logits[start:start + batch_size] = logits.detach()
+    batch_sizes = torch.tensor([min(batch_size, len(y) - start) for start in starts], device=x.device)
+    loss_sum = torch.dot(losses, batch_sizes.to(losses.dtype))
+    correct = (all_logits.argmax(dim=1) == y_shuffled).sum()
     return loss_sum.item() / len(y), correct.item() / len(y)
 
 
