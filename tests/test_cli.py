@@ -61,6 +61,7 @@ def test_score_browse_and_compare(tmp_path: Path) -> None:
     (["run", "no-such-method"], "unknown method 'no-such-method'"),
     (["score", "erm", "--suite", "nope"], "unknown suite 'nope'"),
     (["compare", "erm", "nobody", "--root", "lb"], "no entry 'erm'"),
+    (["run", "erm", "--device", "foo"], "--device must name a torch device"),
     (["leaderboard", "report", "--alpha", "1.5"], "--alpha must lie strictly between 0 and 1"),
     (["leaderboard", "report", "--root", "lb"], "no entry 'erm'"),
 ])

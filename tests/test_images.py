@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_images import shared_data_dir
 
 from sbbench.data.images.cache import CacheHeader, cache_path
 from sbbench.data.images.dominoes import (
@@ -31,20 +32,10 @@ from sbbench.metrics.randomization import randomize_block
 from sbbench.runner import run_job
 from sbbench.tasks import TASKS, Task
 
-SHARED_DATA = (Path(__file__).resolve().parents[1].parent / "shared" / "data", Path("/work/shared/data"))
-
-
-def shared_data() -> Path:
-    for folder in SHARED_DATA:
-        if (folder / "mnist_train.npz").is_file() and (folder / "cifar10_4class_train.npz").is_file():
-            return folder
-    pytest.skip("the real MNIST/CIFAR-10 npz files are absent (looked in ../shared/data relative to the "
-                "repository root and /work/shared/data)")
-
 
 @pytest.fixture(scope="module")
 def source() -> ImageSource:
-    return ImageSource(data_dir=shared_data())
+    return ImageSource(data_dir=shared_data_dir())
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +226,7 @@ def test_cache_round_trip_is_exact_and_a_damaged_file_is_rebuilt(source: ImageSo
 
 def test_image_tasks_build_from_the_data_dir_environment_variable(monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
-    monkeypatch.setenv("SBBENCH_DATA_DIR", str(shared_data()))
+    monkeypatch.setenv("SBBENCH_DATA_DIR", str(shared_data_dir()))
     monkeypatch.setenv("SBBENCH_DATA_CACHE", str(tmp_path))
     data = TASKS["mnist-cifar-smoke"].build(0)
     assert (len(data.train), len(data.test), len(data.pool), len(data.val)) == (1000, 500, 200, 100)
@@ -243,7 +234,7 @@ def test_image_tasks_build_from_the_data_dir_environment_variable(monkeypatch: p
 
 
 def erm_result(task: Task, seed: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("SBBENCH_DATA_DIR", str(shared_data()))
+    monkeypatch.setenv("SBBENCH_DATA_DIR", str(shared_data_dir()))
     monkeypatch.setenv("SBBENCH_DATA_CACHE", str(tmp_path))
     info = resolve_method("erm")
     result = run_job(info, info.cls(), task, seed, device=torch.device("cpu"))

@@ -22,6 +22,7 @@ import pytest
 import torch
 from huggingface_hub import scan_cache_dir
 from PIL import Image
+from real_images import shared_data_dir
 
 from sbbench.data.images.dominoes import DominoSpec, build_halves, make_dominoes
 from sbbench.data.images.sources import (
@@ -34,24 +35,15 @@ from sbbench.data.images.sources import (
     load_classes,
 )
 
-SHARED_DATA = (Path(__file__).resolve().parents[1].parent / "shared" / "data", Path("/work/shared/data"))
 PER_CLASS = {"train": 40, "test": 15}
 CLASSES = {"mnist": (0, 1, 7), "cifar10": (1, 9, 0)}
 NPZ = {"mnist": "mnist_{split}.npz", "cifar10": "cifar10_4class_{split}.npz"}
 
 
-def shared_data() -> Path:
-    for folder in SHARED_DATA:
-        if (folder / "mnist_train.npz").is_file() and (folder / "cifar10_4class_train.npz").is_file():
-            return folder
-    pytest.skip("the real MNIST/CIFAR-10 npz files are absent (looked in ../shared/data relative to the "
-                "repository root and /work/shared/data)")
-
-
 @pytest.fixture(scope="module")
 def subset() -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """A few real images per class and split: (dataset, split) -> (x uint8, y), rows in file order."""
-    folder = shared_data()
+    folder = shared_data_dir()
     out = {}
     for dataset, classes in CLASSES.items():
         for split, count in PER_CLASS.items():

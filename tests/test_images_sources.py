@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from real_images import shared_data_dir
 
 from sbbench.data.images.sources import (
     DatasetUnavailable,
@@ -18,22 +19,13 @@ from sbbench.data.images.sources import (
     read_idx,
 )
 
-SHARED_DATA = (Path(__file__).resolve().parents[1].parent / "shared" / "data", Path("/work/shared/data"))
 PER_CLASS = 30
-
-
-def shared_data() -> Path:
-    for folder in SHARED_DATA:
-        if (folder / "mnist_train.npz").is_file() and (folder / "cifar10_4class_train.npz").is_file():
-            return folder
-    pytest.skip("the real MNIST/CIFAR-10 npz files are absent (looked in ../shared/data relative to the "
-                "repository root and /work/shared/data)")
 
 
 @pytest.fixture(scope="module")
 def subset() -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """30 real images of each of three classes per dataset and split, in file order."""
-    folder = shared_data()
+    folder = shared_data_dir()
     out = {}
     files = (("mnist", "mnist_{}.npz", (0, 1, 4)), ("cifar10", "cifar10_4class_{}.npz", (1, 9, 0)))
     for dataset, name, classes in files:

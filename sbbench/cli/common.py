@@ -122,6 +122,31 @@ def print_frame(frame, title: str) -> None:
         console.print(table)
 
 
+def force_device(device: str | None) -> None:
+    """Make ``device`` (``cpu``, ``cuda``, ``cuda:1``, ...) the one every job of this command uses.
+
+    It is passed on through ``$SBBENCH_DEVICE``, so isolated fit children and local Dask workers
+    inherit it; ``None`` keeps the automatic choice (CUDA when present, else CPU).
+    """
+    if device is None:
+        return
+    import os
+
+    import torch
+
+    from sbbench.runner import DEVICE_ENV
+
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device must name a torch device such as cpu, cuda or cuda:1, got {device!r}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine")
+    if chosen.type not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda[:N], got {device!r}")
+    os.environ[DEVICE_ENV] = device
+
+
 def task_named(name: str) -> Task:
     try:
         return get_task(name)

@@ -19,6 +19,7 @@ from sbbench.cli.common import (
     data_app,
     discover_methods,
     errors,
+    force_device,
     method_named,
     parse_overrides,
     progress_bar,
@@ -72,10 +73,13 @@ def run_command(
     task: Annotated[str, typer.Option(help="task name (see `sbbench tasks`)")] = "lms5",
     seeds: Annotated[int, typer.Option(help="number of seeds: 0 .. N-1")] = 1,
     out: Annotated[Path | None, typer.Option(help="write the per-seed records as a JSON list")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] (default: CUDA when present, else CPU)")]
+    = None,
 ) -> None:
     """Train and evaluate one method on one task over several seeds (no leaderboard)."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
+    force_device(device)
     task_spec = task_named(task)
     info = method_named(method)
     results = []
@@ -120,11 +124,14 @@ def score_command(
                                                "or dask-local (a local Dask cluster of --workers processes)")]
     = "isolated",
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] (default: CUDA when present, else CPU)")]
+    = None,
 ) -> None:
     """Score a method on every task x seed of a suite and write its leaderboard entry."""
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     check_executor(executor, scheduler)
+    force_device(device)
     suite_spec = suite_named(suite)
     info = method_named(method)
     overrides = parse_overrides(hp or [])
