@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sbbench.leaderboard.render import format_value
+from sbbench.leaderboard.render import column_label, format_value
 from sbbench.leaderboard.store import EntryError, entry_path, read_entry
 from sbbench.methods.registry import MethodInfo, RegistryError, SubmissionError, discover, resolve_method
 from sbbench.results import RunResult
@@ -112,8 +112,8 @@ def hub_snapshot_root(repo: str) -> Path:
 def print_frame(frame, title: str) -> None:
     table = Table(title=title)
     for column in frame.columns:
-        table.add_column(column.replace("/", "\n"), justify="left" if column in ("method", "track", "status")
-                         else "right")
+        label = column_label(column).replace("/", "\n", 1)
+        table.add_column(label, justify="left" if column in ("method", "track", "status") else "right")
     for row in frame.itertuples(index=False):
         table.add_row(*(format_value(v) for v in row))
     if frame.empty:

@@ -65,6 +65,23 @@ def _columns(suite: Suite) -> list[str]:
     return ["method", "track", "status", "score", *per_task, "seeds"]
 
 
+def column_label(column: str) -> str:
+    """A column name for people: a long radius that is a whole number of 255ths is written ``k/255``.
+
+    ``mnist-cifar/adv_acc_linf_0.03137254901960784`` becomes ``mnist-cifar/adv_acc_linf_8/255``;
+    short decimals (``0.2``, ``0.3``) stay. CSV and JSON keep the exact metric keys.
+    """
+    head, _, last = column.rpartition("_")
+    try:
+        radius = float(last)
+    except ValueError:
+        return column
+    steps = round(radius * 255)
+    if len(last) <= 8 or abs(radius * 255 - steps) > 1e-9:
+        return column
+    return f"{head}_{steps}/255"
+
+
 def format_value(value: object) -> str:
     """Numbers with 3 decimals, NaN as a dash, everything else as text."""
     if isinstance(value, float):
@@ -82,7 +99,7 @@ def to_markdown(frame: pd.DataFrame, suite: Suite) -> str:
         return "\n".join([*lines, "No entries yet.", ""])
     for track in [t for t in TRACK_ORDER if t in set(frame["track"])] + sorted(set(frame["track"]) - set(TRACK_ORDER)):
         part = frame[frame["track"] == track]
-        lines += [f"## Track {track}", "", "| " + " | ".join(part.columns) + " |",
+        lines += [f"## Track {track}", "", "| " + " | ".join(column_label(c) for c in part.columns) + " |",
                   "|" + "|".join("---" for _ in part.columns) + "|"]
         lines += ["| " + " | ".join(format_value(v) for v in row) + " |" for row in part.itertuples(index=False)]
         lines.append("")
