@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_scaleout.py [--suite synthetic] [--tasks lms5,ms57] [--seeds N]
                                         [--max-epochs E] [--method erm] [--rounds R] [--json PATH]
+                                        [--configs inline,isolated,dask-1,dask-2]
 
 Each configuration runs in a fresh Python process (so no configuration profits from data or
 workers another one built) with a fresh temporary result cache, and is timed from just before
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--method", default="erm")
     parser.add_argument("--rounds", type=int, default=1, help="measure every configuration this many times, "
                                                                 "alternating, and report medians")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated subset of the configurations (default: all four)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--run", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -94,10 +97,14 @@ def main() -> None:
     print(f"suite {suite.name}: tasks {', '.join(t.name for t in suite.tasks)}; seeds {list(suite.seeds)}; "
           f"epochs {[t.budget.max_epochs for t in suite.tasks]}; method {args.method}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    configs = args.configs.split(",")
+    unknown = sorted(set(configs) - set(CONFIGS))
+    if unknown:
+        sys.exit(f"unknown configuration(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     rounds: list[dict[str, dict]] = []
     for number in range(args.rounds):
         measured = {}
-        for config in CONFIGS:
+        for config in configs:
             measured[config] = _measure(config, forwarded)
             cpu = measured[config]["cpu_seconds"]
             failed = [run for run in measured[config]["runs"] if run[2] != "ok"]
@@ -106,29 +113,36 @@ def main() -> None:
                   + f", load average {os.getloadavg()[0]:.1f}" + (f"  ({len(failed)} failed jobs!)" if failed else ""),
                   flush=True)
         rounds.append(measured)
-    wall = {config: statistics.median(r[config]["seconds"] for r in rounds) for config in CONFIGS}
-    cpu = {config: statistics.median(r[config]["cpu_seconds"] for r in rounds)
-           for config in ("inline", "isolated")}
-    reference = rounds[0]["inline"]["runs"]
-    summary = {
-        "wall_seconds_median": wall,
-        "cpu_seconds_median": cpu,
-        "isolation_overhead_wall_percent": 100 * (wall["isolated"] / wall["inline"] - 1),
-        "isolation_overhead_cpu_seconds": cpu["isolated"] - cpu["inline"],
-        "dask_speedup_2_vs_1_per_round": [r["dask-1"]["seconds"] / r["dask-2"]["seconds"] for r in rounds],
-        "dask_speedup_2_vs_1_median_times": wall["dask-1"] / wall["dask-2"],
-        "identical_to_first_inline_run": all(m["runs"] == reference for r in rounds for m in r.values()),
-        "load_average_at_end": os.getloadavg()[0],
-    }
-    print(f"isolation overhead (medians over {args.rounds} round(s)): "
-          f"{summary['isolation_overhead_wall_percent']:+.1f}% wall, "
-          f"{summary['isolation_overhead_cpu_seconds']:+.1f} s CPU vs inline")
-    print(f"Dask 2 workers vs 1: {summary['dask_speedup_2_vs_1_median_times']:.2f}x faster (target >= 1.6x); per round "
-          + ", ".join(f"{x:.2f}x" for x in summary["dask_speedup_2_vs_1_per_round"]))
-    print(f"every run of every configuration bit-identical: {summary['identical_to_first_inline_run']}; "
+    summary = summarize(rounds, configs)
+    if "isolated" in configs and "inline" in configs:
+        print(f"isolation overhead (medians over {args.rounds} round(s)): "
+              f"{summary['isolation_overhead_wall_percent']:+.1f}% wall, "
+              f"{summary['isolation_overhead_cpu_seconds']:+.1f} s CPU vs inline")
+    if "dask-1" in configs and "dask-2" in configs:
+        print(f"Dask 2 workers vs 1: {summary['dask_speedup_2_vs_1_median_times']:.2f}x faster (target >= 1.6x); "
+              "per round " + ", ".join(f"{x:.2f}x" for x in summary["dask_speedup_2_vs_1_per_round"]))
+    print(f"every run of every configuration bit-identical: {summary['identical_to_first_run']}; "
           f"load average at end {summary['load_average_at_end']:.1f}")
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=1))
+
+
+def summarize(rounds: list[dict[str, dict]], configs: list[str]) -> dict:
+    """Median wall and CPU times, the isolation overhead and the Dask speed-up where measured."""
+    wall = {config: statistics.median(r[config]["seconds"] for r in rounds) for config in configs}
+    cpu = {config: statistics.median(r[config]["cpu_seconds"] for r in rounds)
+           for config in configs if config in ("inline", "isolated")}
+    reference = rounds[0][configs[0]]["runs"]
+    summary = {"wall_seconds_median": wall, "cpu_seconds_median": cpu,
+               "identical_to_first_run": all(m["runs"] == reference for r in rounds for m in r.values()),
+               "load_average_at_end": os.getloadavg()[0]}
+    if "isolated" in configs and "inline" in configs:
+        summary["isolation_overhead_wall_percent"] = 100 * (wall["isolated"] / wall["inline"] - 1)
+        summary["isolation_overhead_cpu_seconds"] = cpu["isolated"] - cpu["inline"]
+    if "dask-1" in configs and "dask-2" in configs:
+        summary["dask_speedup_2_vs_1_per_round"] = [r["dask-1"]["seconds"] / r["dask-2"]["seconds"] for r in rounds]
+        summary["dask_speedup_2_vs_1_median_times"] = wall["dask-1"] / wall["dask-2"]
+    return summary
 
 
 def _measure(config: str, forwarded: list[str]) -> dict:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from sbbench.isolation import SLOW_MALLOC_SETTINGS
+
 K = TypeVar("K")
 
 
@@ -26,15 +28,24 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
     """A ``distributed.Client`` of the scheduler at ``scheduler``, or of a fresh local cluster.
 
     With ``scheduler=None`` a ``LocalCluster`` of ``workers`` worker processes (one thread each)
-    is started for the duration of the block and closed after it.
+    is started for the duration of the block and closed after it. Its workers keep glibc's
+    default allocator settings: Dask's usual ``MALLOC_TRIM_THRESHOLD_`` makes torch's large
+    temporary tensors page-fault on every allocation (see :data:`sbbench.isolation.SLOW_MALLOC_SETTINGS`).
     """
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as error:
         raise ClusterError("the Dask executors need the optional extra: pip install 'sbbench[dask]'") from error
     if scheduler is None:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        import dask
+
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+        for key in SLOW_MALLOC_SETTINGS:
+            environ.pop(key, None)
+        with (dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
+              LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.ERROR) as cluster,
+              Client(cluster) as client):
             yield client
         return
     try:

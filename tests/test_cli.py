@@ -62,6 +62,7 @@ def test_score_browse_and_compare(tmp_path: Path) -> None:
     (["score", "erm", "--suite", "nope"], "unknown suite 'nope'"),
     (["compare", "erm", "nobody", "--root", "lb"], "no entry 'erm'"),
     (["run", "erm", "--device", "foo"], "--device must name a torch device"),
+    (["run", "erm-adam", "--hp", "lr=fast"], "hyperparameter lr of erm-adam"),
     (["leaderboard", "report", "--alpha", "1.5"], "--alpha must lie strictly between 0 and 1"),
     (["leaderboard", "report", "--root", "lb"], "no entry 'erm'"),
 ])
@@ -71,3 +72,9 @@ def test_bad_arguments_give_one_line_and_exit_code_2(tmp_path: Path, args: list[
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_run_applies_hyperparameter_overrides(tmp_path: Path) -> None:
+    done = sbbench("run", "erm-adam", "--task", "lms5-smoke", "--hp", "lr=0.01", "--out", "out.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [r["hparams"] for r in json.loads((tmp_path / "out.json").read_text())] == [{"lr": 0.01}]

@@ -97,3 +97,13 @@ def test_bad_dask_arguments_are_one_clear_error(args: list[str], message: str, t
     assert lines[-1].startswith(f"error: {message}"), err.getvalue()
     assert [line for line in lines if "error" in line.lower()] == lines[-1:] and "Traceback" not in err.getvalue()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_local_cluster_workers_keep_the_default_allocator_settings() -> None:
+    import os
+
+    from sbbench.cluster import dask_client
+
+    with dask_client(None, 1) as client:
+        seen = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert list(seen.values()) == [None]

@@ -213,3 +213,12 @@ def test_isolated_results_equal_inline_results(tmp_path: Path, tiny_suite: Suite
     assert [(r.status, r.metrics, r.profiles) for r in isolated.results] == \
         [(r.status, r.metrics, r.profiles) for r in inline.results]
     assert all(r.status == "ok" for r in isolated.results)
+
+
+def test_fit_children_do_not_inherit_dasks_malloc_trim_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sbbench.isolation import _child_environment
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    monkeypatch.setenv("SBBENCH_DEVICE", "cpu")
+    environment = _child_environment()
+    assert "MALLOC_TRIM_THRESHOLD_" not in environment and environment["SBBENCH_DEVICE"] == "cpu"

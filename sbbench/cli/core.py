@@ -72,6 +72,7 @@ def run_command(
     method: Annotated[str, typer.Argument(help="method name or submission folder")],
     task: Annotated[str, typer.Option(help="task name (see `sbbench tasks`)")] = "lms5",
     seeds: Annotated[int, typer.Option(help="number of seeds: 0 .. N-1")] = 1,
+    hp: Annotated[list[str] | None, typer.Option(help="hyperparameter override key=value (repeatable)")] = None,
     out: Annotated[Path | None, typer.Option(help="write the per-seed records as a JSON list")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] (default: CUDA when present, else CPU)")]
     = None,
@@ -82,13 +83,14 @@ def run_command(
     force_device(device)
     task_spec = task_named(task)
     info = method_named(method)
+    configured = configure(info, parse_overrides(hp or []))
     results = []
     with progress_bar() as progress:
         bar = progress.add_task(f"{info.name} on {task_spec.name}", total=seeds)
         for seed in range(seeds):
             def log(message: str, seed: int = seed) -> None:
                 progress.update(bar, description=f"{info.name} on {task_spec.name}, seed {seed}: {message}")
-            results.append(run_job(info, info.cls(), task_spec, seed, log=log))
+            results.append(run_job(info, configured, task_spec, seed, log=log))
             progress.advance(bar)
     if out is not None:
         out.write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
