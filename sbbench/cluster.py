@@ -10,6 +10,7 @@ installed and see submission folders under the same path (a shared file system o
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -42,6 +43,9 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
         environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
         for key in SLOW_MALLOC_SETTINGS:
             environ.pop(key, None)
+            # A nanny copies its settings into this process's environment, where workers of
+            # any later cluster would inherit them.
+            os.environ.pop(key, None)
         with (dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
               LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.ERROR) as cluster,
