@@ -90,7 +90,8 @@ def run_command(
         for seed in range(seeds):
             def log(message: str, seed: int = seed) -> None:
                 progress.update(bar, description=f"{info.name} on {task_spec.name}, seed {seed}: {message}")
-            results.append(run_job(info, configured, task_spec, seed, log=log))
+            # A fresh method per seed, as `score` does: fit may keep state on the instance.
+            results.append(run_job(info, info.cls(configured.hparams), task_spec, seed, log=log))
             progress.advance(bar)
     if out is not None:
         out.write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
