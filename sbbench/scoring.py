@@ -122,11 +122,12 @@ def method_ref(info: MethodInfo) -> str:
     return info.name
 
 
-def execute_job(job: JobSpec, code_hash: str, limits: Limits, threads: int | None) -> RunResult:
+def execute_job(job: JobSpec, code_hash: str, limits: Limits) -> RunResult:
     """Run one job in this process with ``fit`` isolated (what Dask workers execute).
 
     ``code_hash`` is the method code the submitting process scored; a worker that finds other
-    code records a failed job. ``threads`` (when given) sets torch's threads here and in the child.
+    code records a failed job. The job uses one torch thread, here and in the fit child: a
+    Dask worker runs one job per worker thread, so its threads are its cores.
     """
     info = resolve_method(job.method_ref)
     method = info.cls(info.cls.HParams.model_validate(job.hparams))
@@ -135,9 +136,8 @@ def execute_job(job: JobSpec, code_hash: str, limits: Limits, threads: int | Non
                          seed=job.seed, status="failed",
                          error=f"this worker has other code for {info.name!r} (hash {info.code_hash[:12]}, "
                                f"expected {code_hash[:12]}): install the same version on every worker")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    fitter = IsolatedFit(method_ref=job.method_ref, code_hash=code_hash, limits=limits, threads=threads)
+    torch.set_num_threads(1)
+    fitter = IsolatedFit(method_ref=job.method_ref, code_hash=code_hash, limits=limits, threads=1)
     return run_job(info, method, job.task, job.seed, fit=fitter)
 
 
@@ -204,10 +204,9 @@ def _execute(pending: list[tuple[str, JobSpec]], info: MethodInfo, hparams: dict
     if not pending:
         return
     local = executor == "dask-local"
-    threads = (os.cpu_count() or 1) if local and workers == 1 else 1 if local else None
     jobs = dict(pending)
     with dask_client(None if local else scheduler, workers) as client:
-        for key, outcome in map_on_dask(client, execute_job, pending, (info.code_hash, Limits.of(suite), threads),
+        for key, outcome in map_on_dask(client, execute_job, pending, (info.code_hash, Limits.of(suite)),
                                         name=lambda key: f"sbbench-job-{key}"):
             if isinstance(outcome, RunResult):
                 yield key, outcome

@@ -39,51 +39,93 @@ class FusedFCNSGDStep:
     """
 
     def __init__(self, model: FCN, lr: float, momentum: float, weight_decay: float) -> None:
-        self.layers = [m for m in model.body if isinstance(m, nn.Linear)] + [model.head]
-        params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
+        linears = [m for m in model.body if isinstance(m, nn.Linear)] + [model.head]
+        params = [p for layer in linears for p in (layer.weight, layer.bias)]
         self.flat_params = torch.cat([p.detach().reshape(-1) for p in params])
         self.flat_grads = torch.zeros_like(self.flat_params)
         sizes = [p.numel() for p in params]
-        for param, value, grad in zip(params, self.flat_params.split(sizes), self.flat_grads.split(sizes), strict=True):
-            param.data = value.view_as(param)
-            param.grad = grad.view_as(param)
+        values = [v.view_as(p) for v, p in zip(self.flat_params.split(sizes), params, strict=True)]
+        grads = [g.view_as(p) for g, p in zip(self.flat_grads.split(sizes), params, strict=True)]
+        for param, value, grad in zip(params, values, grads, strict=True):
+            param.data, param.grad = value, grad
+        # The step works on these plain-tensor views of the flat buffers, never on the
+        # nn.Parameter objects: every op on a Tensor subclass pays Python-level dispatch, which
+        # costs more than the small kernels themselves. The views stay valid because every
+        # update writes into the same storage.
+        self.layers = [_LayerViews(*values[i:i + 2], *grads[i:i + 2]) for i in range(0, len(values), 2)]
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.momentum_buffer: Tensor | None = None
-        # Views stay valid: every update writes into the same flat storage.
-        self.weights_t = [layer.weight.t() for layer in self.layers]
-        self.minus_ones = torch.empty(0, 1)
+        self.workspaces: dict[int, _Workspace] = {}
 
-    @torch.no_grad()
     def __call__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
                  y: Tensor) -> tuple[Tensor, Tensor]:
-        activations = [x.reshape(len(x), -1)]
-        for layer, weight_t in zip(self.layers[:-1], self.weights_t, strict=False):
-            activations.append(torch.addmm(layer.bias, activations[-1], weight_t).relu_())
-        logits = torch.addmm(self.layers[-1].bias, activations[-1], self.weights_t[-1])
-        log_probs = torch.log_softmax(logits, dim=1)
+        """One step; the returned logits live in a buffer the next step overwrites.
+
+        No ``torch.no_grad()`` is needed (entering it costs as much as a small kernel): every
+        tensor touched is a plain view of the flat buffers or of the batch, none requires grad.
+        """
+        space = self._workspace(len(y))
+        activations = [x if x.dim() == 2 else x.reshape(len(x), -1), *space.hidden]
+        for index, layer in enumerate(self.layers[:-1]):
+            torch.addmm(layer.bias, activations[index], layer.weight_t, out=activations[index + 1]).relu_()
+        torch.addmm(self.layers[-1].bias, activations[-1], self.layers[-1].weight_t, out=space.logits)
+        log_probs = torch.log_softmax(space.logits, dim=1)
         loss = F.nll_loss(log_probs, y)
-        grad = log_probs.exp_()
-        if len(self.minus_ones) < len(y):
-            self.minus_ones = torch.full((len(y), 1), -1.0, dtype=grad.dtype, device=grad.device)
-        grad.scatter_add_(1, y.unsqueeze(1), self.minus_ones[:len(y)])
-        grad.div_(len(y))
+        grad = torch.exp(log_probs, out=space.output_grad)
+        grad.scatter_add_(1, y.unsqueeze(1), space.minus_ones)
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
-            torch.mm(grad.t(), activations[index], out=layer.weight.grad)
-            torch.sum(grad, dim=0, out=layer.bias.grad)
+            torch.mm(space.grads_t[index], activations[index], out=layer.weight_grad)
+            torch.sum(space.grads[index], dim=0, out=layer.bias_grad)
             if index > 0:
-                grad = torch.ops.aten.threshold_backward(grad.mm(layer.weight), activations[index], 0)
-        self._sgd()
-        return loss, logits
+                torch.mm(space.grads[index], layer.weight, out=space.grads[index - 1])
+                # ReLU's derivative: the activation is >= 0, so its sign is the 0/1 mask.
+                space.grads[index - 1].mul_(activations[index].sign_())
+        self._sgd(len(y))
+        return loss, space.logits
 
-    def _sgd(self) -> None:
+    def _workspace(self, batch_size: int) -> _Workspace:
+        if batch_size not in self.workspaces:
+            self.workspaces[batch_size] = _Workspace(self.layers, batch_size, self.flat_params)
+        return self.workspaces[batch_size]
+
+    def _sgd(self, batch_size: int) -> None:
+        """The SGD update from the batch's summed gradients (``flat_grads`` is ``B`` times the mean's)."""
         if self.weight_decay:
-            self.flat_grads.add_(self.flat_params, alpha=self.weight_decay)
-        direction = self.flat_grads
-        if self.momentum:
-            if self.momentum_buffer is None:
-                self.momentum_buffer = self.flat_grads.clone()
-            else:
-                self.momentum_buffer.mul_(self.momentum).add_(self.flat_grads)
-            direction = self.momentum_buffer
-        self.flat_params.add_(direction, alpha=-self.lr)
+            self.flat_grads.add_(self.flat_params, alpha=self.weight_decay * batch_size)
+        if not self.momentum:
+            self.flat_params.add_(self.flat_grads, alpha=-self.lr / batch_size)
+            return
+        if self.momentum_buffer is None:
+            self.momentum_buffer = self.flat_grads / batch_size
+        else:
+            self.momentum_buffer.mul_(self.momentum).add_(self.flat_grads, alpha=1 / batch_size)
+        self.flat_params.add_(self.momentum_buffer, alpha=-self.lr)
+
+class _LayerViews:
+    """One linear layer's weight ``(out, in)``, bias, their gradients, and the weight's transpose."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, weight_grad: Tensor, bias_grad: Tensor) -> None:
+        self.weight, self.bias, self.weight_grad, self.bias_grad = weight, bias, weight_grad, bias_grad
+        self.weight_t = weight.t()
+
+
+class _Workspace:
+    """Preallocated activations and gradients of one batch size, reused by every step.
+
+    ``hidden[l]`` holds the output of hidden layer ``l`` ``(B, width)``, ``grads[l]`` the loss
+    gradient at the output of layer ``l`` (``grads[-1]`` is the logits' gradient ``(B, 2)``),
+    ``grads_t`` their transposes as views. Writing into buffers avoids one allocation per
+    kernel, a sizeable share of a small layer's cost on a CPU.
+    """
+
+    def __init__(self, layers: list[_LayerViews], batch_size: int, like: Tensor) -> None:
+        def buffer(*shape: int) -> Tensor:
+            return like.new_empty(shape)
+
+        self.hidden = [buffer(batch_size, len(layer.weight)) for layer in layers[:-1]]
+        self.logits = buffer(batch_size, len(layers[-1].weight))
+        self.grads = [buffer(batch_size, len(layer.weight)) for layer in layers]
+        self.output_grad = self.grads[-1]
+        self.grads_t = [grad.t() for grad in self.grads]
+        self.minus_ones = like.new_full((batch_size, 1), -1.0)

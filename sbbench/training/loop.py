@@ -199,22 +199,21 @@ def _run_epoch(
 ) -> tuple[float, float]:
     order = torch.randperm(len(y), generator=generator).to(y.device)
     x_shuffled, y_shuffled = x.index_select(0, order), y.index_select(0, order)
-    starts = range(0, len(y), batch_size)
-    # The statistics are gathered into buffers and reduced once per epoch: per-step reductions
-    # cost as much as a small model's update on a CPU.
-    losses = torch.empty(len(starts), device=x.device)
-    all_logits: Tensor | None = None
-    for index, start in enumerate(starts):
-        xb, yb = x_shuffled[start:start + batch_size], y_shuffled[start:start + batch_size]
+    # The statistics are gathered and reduced once per epoch: per-step reductions cost as much
+    # as a small model's update on a CPU. ``split`` makes every batch view in one call.
+    batches = list(zip(x_shuffled.split(batch_size), y_shuffled.split(batch_size), strict=True))
+    losses, logit_slots = [], []
+    for index, (xb, yb) in enumerate(batches):
         loss, logits = step(model, optimizer, xb, yb)
-        if all_logits is None:
+        losses.append(loss.detach())
+        if index == 0:
             all_logits = logits.new_empty((len(y), *logits.shape[1:]))
-        losses[index] = loss.detach()
-        all_logits[start:start + batch_size] = logits.detach()
-    batch_sizes = torch.tensor([min(batch_size, len(y) - start) for start in starts], device=x.device)
-    loss_sum = torch.dot(losses, batch_sizes.to(losses.dtype))
+            logit_slots = all_logits.split(batch_size)
+        logit_slots[index].copy_(logits.detach())
+    stacked = torch.stack(losses)
+    batch_sizes = torch.tensor([len(yb) for _, yb in batches], dtype=stacked.dtype, device=stacked.device)
     correct = (all_logits.argmax(dim=1) == y_shuffled).sum()
-    return loss_sum.item() / len(y), correct.item() / len(y)
+    return torch.dot(stacked, batch_sizes).item() / len(y), correct.item() / len(y)
 
 
 def _should_stop(config: TrainConfig, loss: float, acc: float) -> bool:
