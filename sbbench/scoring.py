@@ -181,12 +181,22 @@ def score(
             results[key] = cached
             on_result(cached, True)
     reused = len(results)
-    pending = [(key, job) for key, job in zip(keys, jobs, strict=True) if key not in results]
+    pending = sorted(((key, job) for key, job in zip(keys, jobs, strict=True) if key not in results),
+                     key=lambda item: -_work_estimate(item[1].task))
     for key, result in _execute(pending, info, hparams, suite, workers, executor, scheduler, log):
         cache.store(key, result)
         results[key] = result
         on_result(result, False)
     return ScoreOutcome(results=[results[key] for key in keys], reused=reused)
+
+
+def _work_estimate(task: Task) -> int:
+    """A rough relative cost of one job of ``task``: backbone ``width^2 x depth`` times the epoch budget.
+
+    Only the order it gives matters. Jobs start costliest first (longest-processing-time-first
+    scheduling), so parallel workers do not end a score idling behind one long job.
+    """
+    return task.backbone.width ** 2 * max(task.backbone.depth, 1) * task.budget.max_epochs
 
 
 def _execute(pending: list[tuple[str, JobSpec]], info: MethodInfo, hparams: dict[str, Any], suite: Suite,
