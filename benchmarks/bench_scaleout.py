@@ -16,11 +16,11 @@ workers another one built) with a fresh temporary result cache, and is timed fro
   thread per job), every worker isolating ``fit`` as above.
 
 It prints the wall times, the isolation overhead (isolated vs inline), the Dask speed-up (1 vs 2
-workers), Dask's 2 workers against one process using every core (``isolated``) and whether every run's metrics are bit-identical across configurations. On a shared
-machine wall times move with other people's load, so the CPU seconds of each configuration's
-process tree are printed too (for ``inline`` and ``isolated``, whose processes are all reaped by
-the time the configuration's process exits; Dask workers' fit children are not, so Dask
-configurations report no CPU time).
+workers), Dask's 2 workers against one process using every core (``isolated``) and whether every
+run's metrics are bit-identical across configurations. On a shared machine wall times move with
+other people's load, so the CPU seconds of each configuration's process tree are printed too (for
+``inline`` and ``isolated``, whose processes are all reaped by the time the configuration's
+process exits; Dask workers' fit children are not, so Dask configurations report no CPU time).
 ``--tasks``, ``--seeds`` and ``--max-epochs`` make a smaller stand-in of the suite when CPU
 time is scarce; the stand-in is printed with the results.
 """

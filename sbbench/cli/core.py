@@ -124,7 +124,8 @@ def score_command(
     = None,
     executor: Annotated[str, typer.Option(help="isolated (fit in child processes under the suite's limits), "
                                                "inline (one process, for debugging), dask (needs --scheduler) "
-                                               "or dask-local (a local Dask cluster of --workers single-core processes)")]
+                                               "or dask-local (a local Dask cluster of --workers single-core "
+                                               "processes)")]
     = "isolated",
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] (default: CUDA when present, else CPU)")]
