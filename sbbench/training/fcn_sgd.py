@@ -14,6 +14,10 @@ mean cross-entropy has ``dL/da_L = (softmax(a_L) - onehot(y)) / B`` and, going d
 ``dL/dW_l = g_l^T a_{l-1}``, ``dL/db_l = sum_rows g_l``,
 ``g_{l-1} = (g_l W_l) * [a_{l-1} > 0]``. SGD then applies ``d = grad + wd * p``,
 ``buf = momentum * buf + d`` (``buf = d`` at the first step) and ``p -= lr * buf``.
+
+The backward pass runs on ``B g_l`` (``softmax - onehot`` unscaled), so the gradient buffers,
+and the parameters' ``.grad``, hold the batch's *summed* gradient; the ``1 / B`` is folded into
+the update's scalars, which saves a kernel per step.
 """
 
 from __future__ import annotations
