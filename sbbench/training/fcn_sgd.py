@@ -75,7 +75,7 @@ class FusedFCNSGDStep:
         torch.addmm(self.layers[-1].bias, activations[-1], self.layers[-1].weight_t, out=space.logits)
         log_probs = torch.log_softmax(space.logits, dim=1)
         loss = F.nll_loss(log_probs, y)
-        grad = torch.exp(log_probs, out=space.output_grad)
+        grad = torch.exp(log_probs, out=space.grads[-1])
         grad.scatter_add_(1, y.unsqueeze(1), space.minus_ones)
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
@@ -106,6 +106,7 @@ class FusedFCNSGDStep:
             self.momentum_buffer.mul_(self.momentum).add_(self.flat_grads, alpha=1 / batch_size)
         self.flat_params.add_(self.momentum_buffer, alpha=-self.lr)
 
+
 class _LayerViews:
     """One linear layer's weight ``(out, in)``, bias, their gradients, and the weight's transpose."""
 
@@ -130,6 +131,5 @@ class _Workspace:
         self.hidden = [buffer(batch_size, len(layer.weight)) for layer in layers[:-1]]
         self.logits = buffer(batch_size, len(layers[-1].weight))
         self.grads = [buffer(batch_size, len(layer.weight)) for layer in layers]
-        self.output_grad = self.grads[-1]
         self.grads_t = [grad.t() for grad in self.grads]
         self.minus_ones = like.new_full((batch_size, 1), -1.0)
