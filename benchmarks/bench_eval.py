@@ -34,8 +34,8 @@ import torch
 from sbbench.methods.registry import resolve_method
 from sbbench.metrics.availability import feature_availability
 from sbbench.metrics.evaluate import evaluate
-from sbbench.metrics.randomization import derive_seed
 from sbbench.runner import build_data, default_device, fit_in_process, train_context
+from sbbench.seeding import derive_seed
 from sbbench.suite import get_suite
 
 FAMILIES = {

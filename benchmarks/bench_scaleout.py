@@ -56,8 +56,9 @@ def stand_in(suite_name: str, tasks: str | None, seeds: int | None, max_epochs: 
 
 def run_one(config: str, args: argparse.Namespace) -> dict:
     """Score the stand-in with one configuration in this process; wall time and every run's numbers."""
+    from sbbench.cache import ResultCache
     from sbbench.methods.registry import resolve_method
-    from sbbench.scoring import ResultCache, score
+    from sbbench.scoring import score
 
     suite = stand_in(args.suite, args.tasks, args.seeds, args.max_epochs)
     info = resolve_method(args.method)

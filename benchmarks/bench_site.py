@@ -27,11 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from sbbench.cache import ResultCache
 from sbbench.leaderboard.entry import Entry
 from sbbench.leaderboard.site import build_site
 from sbbench.leaderboard.store import build_entry, read_entry, suite_dir, write_entry
 from sbbench.methods.registry import resolve_method
-from sbbench.scoring import ResultCache, score
+from sbbench.scoring import score
 from sbbench.suite import SUITES, Suite, get_suite
 
 TARGET_SECONDS = 5.0

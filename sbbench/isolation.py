@@ -36,20 +36,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import Any
 
 import cloudpickle
 import torch
 from torch import nn
 
 from sbbench.methods.base import Method, TrainContext
-from sbbench.methods.registry import MethodInfo, resolve_method
-from sbbench.results import RunResult
-from sbbench.runner import FitFailure, describe_error, run_job
+from sbbench.methods.registry import resolve_method
+from sbbench.runner import FitFailure, describe_error
 from sbbench.suite import Suite
 from sbbench.tasks import Task
 
@@ -59,8 +57,6 @@ START_SECONDS = 600.0
 _CHILD_COMMAND = "from sbbench.isolation import serve; serve()"
 _GB = 1024**3
 _MEMORY_MARKERS = ("can't allocate memory", "cannot allocate memory", "out of memory", "bad_alloc")
-
-K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -355,37 +351,6 @@ class IsolatedFit:
             _POOL.give_back(worker)
 
 
-def run_isolated(jobs: Sequence[tuple[K, Task, int]], info: MethodInfo, hparams: dict[str, Any], method_ref: str,
-                 limits: Limits, workers: int, log: Callable[[str], None]) -> Iterator[tuple[K, RunResult]]:
-    """Run ``(key, task, seed)`` jobs with ``fit`` isolated, ``workers`` children at once; yield as they finish.
-
-    Children get all of this process's torch threads when ``workers == 1`` and one thread each
-    otherwise. Each of ``workers`` job threads here prepares a job's data, waits for its child's
-    fit and evaluates the model, with as many torch threads as a child: at any moment each job
-    slot runs either a fit or an evaluation, so the cores are never oversubscribed (overlapping
-    them cost 38% more wall time on 2 cores, OpenMP threads spinning against each other).
-    """
-    fitter = IsolatedFit(method_ref=method_ref, code_hash=info.code_hash, limits=limits,
-                         threads=None if workers == 1 else 1, slots=threading.Semaphore(workers))
-
-    def one(task: Task, seed: int) -> RunResult:
-        method = info.cls(info.cls.HParams.model_validate(hparams))
-        return run_job(info, method, task, seed, log=log, fit=fitter)
-
-    parent_threads = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(1)
-    threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sbbench-job")
-    try:
-        futures = {threads.submit(one, task, seed): key for key, task, seed in jobs}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        fitter.stop()
-        threads.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(parent_threads)
-
-
 # --- the child side -----------------------------------------------------------------------------
 
 
@@ -426,7 +391,7 @@ def _answer(payload: bytes, outbox: Connection, *, reused: bool, memory_bytes: i
         if info.code_hash != request.code_hash:
             raise FitFailure(f"method {request.method_ref!r} has code hash {info.code_hash[:12]} here, "
                              f"{request.code_hash[:12]} in the scoring process (its code changed while scoring)")
-        method = info.cls(info.cls.HParams.model_validate(request.hparams))
+        method = info.make(request.hparams)
     except Exception as error:
         if reused:
             return ("stale", describe_error(error))

@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,8 +24,8 @@ from sbbench.methods.registry import MethodInfo
 from sbbench.metrics.availability import feature_availability
 from sbbench.metrics.classification import accuracy, margin_scores, predict_logits, roc_auc
 from sbbench.metrics.evaluate import evaluate
-from sbbench.metrics.randomization import derive_seed
 from sbbench.results import RunResult
+from sbbench.seeding import derive_seed
 from sbbench.tasks import Task
 
 _DATA_CACHE: dict[tuple[str, int], Dataset] = {}
@@ -63,10 +64,17 @@ def build_data(task: Task, seed: int) -> Dataset:
         return _DATA_CACHE[key]
 
 
-def method_fields(info: MethodInfo, method: Method) -> dict[str, object]:
-    """The :class:`RunResult` fields that identify a configured method."""
+def method_fields(info: MethodInfo, hparams: dict[str, Any]) -> dict[str, object]:
+    """The :class:`RunResult` fields that identify a method configured with ``hparams`` (validated, as JSON)."""
     return {"method": info.name, "method_version": str(info.cls.version), "track": Track(info.cls.track).value,
-            "code_hash": info.code_hash, "hparams": method.hparams.model_dump(mode="json")}
+            "code_hash": info.code_hash, "hparams": hparams}
+
+
+def failed_result(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: int, reason: str,
+                  seconds: float = 0.0) -> RunResult:
+    """The record of a job that failed for ``reason`` after ``seconds`` of training."""
+    return RunResult(**method_fields(info, hparams), task=task.name, task_hash=task.content_hash(), seed=seed,
+                     status="failed", error=reason, train_seconds=seconds)
 
 
 def train_context(task: Task, data: Dataset, track: Track, seed: int, device: torch.device,
@@ -88,6 +96,20 @@ def train_context(task: Task, data: Dataset, track: Track, seed: int, device: to
     )
 
 
+def fit_job(info: MethodInfo, method: Method, task: Task, data: Dataset, seed: int, *, device: torch.device,
+            log: Callable[[str], None] = lambda message: None, fit: Fitter = fit_in_process) -> nn.Module:
+    """Train ``method`` on ``data`` (the draw of ``task`` for ``seed``) exactly as a scored job does.
+
+    Seeds torch's global RNG with ``seed``, builds the track's :class:`TrainContext` (never the
+    test split), calls ``fit`` and checks that the result is a usable 2-logit model. Raises
+    whatever ``fit`` raises, or :class:`InvalidModel`.
+    """
+    torch.manual_seed(seed)
+    model = fit(method, train_context(task, data, info.cls.track, seed, device, log), task)
+    check_model(model, data.train.x[:8].to(device))
+    return model
+
+
 def run_job(info: MethodInfo, method: Method, task: Task, seed: int, *, device: torch.device | None = None,
             log: Callable[[str], None] = lambda message: None, fit: Fitter = fit_in_process) -> RunResult:
     """Train ``method`` on ``task`` at ``seed`` and evaluate it; failures are recorded, not raised.
@@ -96,13 +118,12 @@ def run_job(info: MethodInfo, method: Method, task: Task, seed: int, *, device: 
     in a child process); data, the model check and the evaluation always happen here.
     """
     device = device or default_device()
-    record = {**method_fields(info, method), "task": task.name, "task_hash": task.content_hash(), "seed": seed}
+    hparams = method.hparams.model_dump(mode="json")
+    record = {**method_fields(info, hparams), "task": task.name, "task_hash": task.content_hash(), "seed": seed}
     started = time.perf_counter()
     try:
         data = build_data(task, seed)
-        torch.manual_seed(seed)
-        model = fit(method, train_context(task, data, info.cls.track, seed, device, log), task)
-        check_model(model, data.train.x[:8].to(device))
+        model = fit_job(info, method, task, data, seed, device=device, log=log, fit=fit)
         trained = time.perf_counter()
         evaluation = evaluate(model, data.test.x.to(device), data.test.y.to(device), data.space, task.metrics,
                               seed=seed)
@@ -112,8 +133,7 @@ def run_job(info: MethodInfo, method: Method, task: Task, seed: int, *, device: 
         if availability is not None:
             metrics["feature_availability"] = availability
     except Exception as error:
-        return RunResult(**record, status="failed", error=describe_error(error),
-                         train_seconds=time.perf_counter() - started)
+        return failed_result(info, hparams, task, seed, describe_error(error), time.perf_counter() - started)
     return RunResult(**record, status="ok", metrics=metrics, profiles=evaluation.profiles,
                      train_seconds=trained - started, eval_seconds=time.perf_counter() - trained)
 

@@ -43,14 +43,14 @@ import numpy as np
 import torch
 
 import sbbench
+from sbbench.cache import ResultCache
 from sbbench.data.dataset import Dataset, LabeledSet
 from sbbench.methods.base import Method, Track
 from sbbench.methods.registry import MethodInfo
 from sbbench.metrics.classification import accuracy, predict_logits
-from sbbench.metrics.randomization import derive_seed
 from sbbench.results import RunResult
-from sbbench.runner import build_data, check_model, default_device, method_fields, train_context
-from sbbench.scoring import ResultCache
+from sbbench.runner import build_data, default_device, describe_error, failed_result, fit_job, method_fields
+from sbbench.seeding import derive_seed
 from sbbench.suite import Suite
 from sbbench.tasks import Task
 
@@ -149,20 +149,16 @@ def run_trial(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: int, 
     (``status="failed"``), never raised.
     """
     device = device or default_device()
-    method = info.cls(info.cls.HParams.model_validate(hparams))
-    record = {**method_fields(info, method), "task": task.name, "task_hash": task.content_hash(), "seed": seed}
     started = time.perf_counter()
     try:
         fit_data, selection = selection_split(build_data(task, seed), info.cls.track, seed, holdout)
-        torch.manual_seed(seed)
-        model = method.fit(train_context(task, fit_data, info.cls.track, seed, device, log))
-        check_model(model, selection.x[:8].to(device))
+        model = fit_job(info, info.make(hparams), task, fit_data, seed, device=device, log=log)
         trained = time.perf_counter()
         score = accuracy(predict_logits(model, selection.x.to(device)), selection.y.to(device))
     except Exception as error:
-        return RunResult(**record, status="failed", error=f"{type(error).__name__}: {error}",
-                         train_seconds=time.perf_counter() - started)
-    return RunResult(**record, status="ok", metrics={SELECTION_METRIC: score}, train_seconds=trained - started,
+        return failed_result(info, hparams, task, seed, describe_error(error), time.perf_counter() - started)
+    return RunResult(**method_fields(info, hparams), task=task.name, task_hash=task.content_hash(), seed=seed,
+                     status="ok", metrics={SELECTION_METRIC: score}, train_seconds=trained - started,
                      eval_seconds=time.perf_counter() - trained)
 
 

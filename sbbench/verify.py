@@ -34,12 +34,13 @@ from typing import Any
 from pydantic import ValidationError
 
 import sbbench
+from sbbench.cache import ResultCache, atomic_write_text
 from sbbench.leaderboard.entry import Entry, Verdict
 from sbbench.leaderboard.stats import Summary, summarize
 from sbbench.leaderboard.store import read_entry, regenerate_tables, suite_lock
 from sbbench.methods.registry import MethodInfo, RegistryError, SubmissionError, resolve_method
 from sbbench.results import RunResult
-from sbbench.scoring import Executor, ResultCache, atomic_write_text, score
+from sbbench.scoring import score
 from sbbench.suite import Suite
 
 TOLERANCE = 0.02
@@ -205,7 +206,7 @@ def retrainable(entry: Entry, suite: Suite) -> tuple[MethodInfo, dict[str, Any]]
 
 
 def retrain(info: MethodInfo, hparams: dict[str, Any], suite: Suite, seeds: list[int], *,
-            executor: Executor = "isolated", workers: int = 1, scheduler: str | None = None,
+            executor: str = "isolated", workers: int = 1, scheduler: str | None = None,
             on_result: Callable[[RunResult, bool], None] = lambda result, reused: None,
             log: Callable[[str], None] = lambda message: None) -> list[RunResult]:
     """Train the method again on ``seeds`` of ``suite`` in a fresh, temporary result cache.

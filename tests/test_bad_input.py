@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from sbbench.cache import ResultCache
 from sbbench.leaderboard.store import build_entry, load_entries, suite_dir, write_entry
 from sbbench.methods.registry import load_folder, resolve_method
 from sbbench.methods.submission import SubmissionError, load_submission
 from sbbench.results import RunResult
-from sbbench.scoring import ResultCache, score
+from sbbench.scoring import score
 from sbbench.suite import SUITES, Suite
 
 SMOKE = SUITES["smoke"]

@@ -24,18 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from sbbench.cache import ResultCache
 from sbbench.cli import main
 from sbbench.leaderboard.store import EntryError, build_entry, entry_path, read_entry
 from sbbench.methods.registry import BUILTIN_METHODS, resolve_method
 from sbbench.methods.submission import SubmissionError, load_submission, tomllib
 from sbbench.results import RunResult
-from sbbench.scoring import ResultCache
 from sbbench.suite import SUITES
 
 CI = SUITES["ci"]
+# Derandomized, with no example database: the profile loaded in tests/conftest.py.
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 METHOD = textwrap.dedent('''\
@@ -171,15 +172,26 @@ def write_folder(base: Path, toml_text: str | bytes) -> Path:
     folder = base / "sub"
     folder.mkdir()
     (folder / "method.py").write_text(METHOD)
-    if isinstance(toml_text, bytes):
-        (folder / "submission.toml").write_bytes(toml_text)
-    else:
-        (folder / "submission.toml").write_text(toml_text)
+    # Exact bytes: UTF-8, as TOML is, and no newline translation (a lone "\r" stays one).
+    data = toml_text if isinstance(toml_text, bytes) else toml_text.encode()
+    (folder / "submission.toml").write_bytes(data)
     return folder
 
 
 @PROPERTY
 @given(text=st.one_of(st.text(max_size=80), st.binary(max_size=80)))
+# A lone carriage return (CR not followed by LF) is not a TOML newline and is not allowed in comments or
+# strings: invalid TOML, which reading the file in text mode (universal newlines) once turned into LF.
+@example(text=b"\r")
+@example(text="\r")
+@example(text=b"\r\r\n")
+@example(text=b'name = "x"\r')
+@example(text=b'name = "x"\rtrack = "T0"\n')
+@example(text=b"# comment\r")
+@example(text=b'name = "x"  # comment\r')
+@example(text=b'name = "x"\ndescription = """one\rtwo"""\n')
+@example(text=b"\xff")  # not UTF-8
+@example(text=b'name = "\xe9"\n')  # Latin-1, not UTF-8
 def test_unparsable_submission_toml_is_one_clear_error(text: str | bytes) -> None:
     try:
         tomllib.loads(text.decode() if isinstance(text, bytes) else text)

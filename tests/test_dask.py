@@ -102,7 +102,7 @@ def test_bad_dask_arguments_are_one_clear_error(args: list[str], message: str, t
 def test_local_cluster_workers_keep_the_default_allocator_settings() -> None:
     import os
 
-    from sbbench.cluster import dask_client
+    from sbbench.executors import dask_client
 
     with dask_client(None, 1) as client:
         seen = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from sbbench.cache import ResultCache
 from sbbench.cli import main
 from sbbench.leaderboard import migrations
 from sbbench.leaderboard.entry import ENTRY_SCHEMA_VERSION, Entry
@@ -35,7 +36,7 @@ from sbbench.leaderboard.store import (
 )
 from sbbench.methods.registry import resolve_method
 from sbbench.results import RunResult
-from sbbench.scoring import ResultCache, score
+from sbbench.scoring import score
 from sbbench.suite import SUITES, Suite
 
 CI = SUITES["ci"]

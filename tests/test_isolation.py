@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from sbbench.cache import ResultCache
 from sbbench.data.dataset import LabeledSet
 from sbbench.isolation import IsolatedFit, Limits
 from sbbench.methods.base import Track
 from sbbench.methods.registry import MethodInfo, load_folder, resolve_method
 from sbbench.runner import build_data, train_context
-from sbbench.scoring import ResultCache, score
+from sbbench.scoring import score
 from sbbench.suite import Suite
 from sbbench.tasks import Task
 

@@ -13,10 +13,10 @@ from sbbench.metrics import (
     block_randomized_metrics,
     block_swapped_accuracy,
     coordinate_dependence,
-    derive_seed,
     randomize_block,
     swap_block,
 )
+from sbbench.seeding import derive_seed
 
 SETTINGS = settings(derandomize=True, deadline=None, database=None, max_examples=25)
 D = 4

@@ -18,10 +18,10 @@ from conftest import TINY_TASK
 from torch import nn
 from typer.testing import CliRunner
 
+from sbbench import plots
 from sbbench.cli import app
 from sbbench.cli.common import UserError
 from sbbench.data.dataset import Dataset
-from sbbench.leaderboard import plots
 from sbbench.methods.base import Track
 from sbbench.methods.erm import ERM
 from sbbench.runner import build_data, train_context

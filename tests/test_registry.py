@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sbbench.cache import ResultCache
 from sbbench.leaderboard.entry import Entry
 from sbbench.leaderboard.store import build_entry, entry_path, load_entries, suite_dir, write_entry
 from sbbench.methods.base import Method, Track
@@ -26,7 +27,7 @@ from sbbench.methods.registry import (
     discover,
     resolve_method,
 )
-from sbbench.scoring import ResultCache, score
+from sbbench.scoring import score
 from sbbench.suite import Suite
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from conftest import TINY_TASK
 
+from sbbench.cache import ResultCache
 from sbbench.methods.registry import resolve_method
 from sbbench.results import RunResult
-from sbbench.scoring import ResultCache, score
+from sbbench.scoring import score
 from sbbench.suite import Suite
 
 

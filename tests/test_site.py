@@ -17,6 +17,7 @@ import pytest
 from conftest import TINY_TASK
 from typer.testing import CliRunner
 
+from sbbench.cache import ResultCache
 from sbbench.cli import app
 from sbbench.cli.common import UserError
 from sbbench.leaderboard import svg
@@ -26,7 +27,7 @@ from sbbench.leaderboard.site import MARKER, SiteError, build_site
 from sbbench.leaderboard.store import build_entry, load_entries, write_entry
 from sbbench.methods.registry import resolve_method
 from sbbench.metrics.evaluate import AttackSpec, MetricSpec
-from sbbench.scoring import ResultCache, score
+from sbbench.scoring import score
 from sbbench.suite import SUITES, Suite
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,8 +1,7 @@
-"""The ``sbbench`` command line (typer + rich). Each module registers its commands on ``app``."""
+"""The ``sbbench`` command line (typer + rich). Each module registers one command or command group on ``app``."""
 
-from sbbench.cli import board, core, site, sweep  # noqa: F401  (importing registers the commands)
-from sbbench.cli import images as _images  # noqa: F401  (registers `sbbench images`)
-from sbbench.cli import verify as _verify  # noqa: F401  (registers `sbbench verify`)
+# Importing a module registers its commands, in this order in `sbbench --help`.
+from sbbench.cli import catalog, score, data, leaderboard, compare, plot, sweep, verify, images  # noqa: F401, I001
 from sbbench.cli.common import app, main
 
 __all__ = ["app", "main"]

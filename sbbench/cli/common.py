@@ -3,31 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import sbbench
 from sbbench.leaderboard.render import column_label, format_value
 from sbbench.leaderboard.store import EntryError, entry_path, read_entry
-from sbbench.methods.registry import MethodInfo, RegistryError, SubmissionError, discover, resolve_method
+from sbbench.methods.registry import MethodInfo, RegistryError, SubmissionError, resolve_method
 from sbbench.results import RunResult
-from sbbench.suite import Suite, get_suite
+from sbbench.suite import SUITES, Suite, get_suite
 from sbbench.tasks import Task, get_task
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="sbbench: a benchmark for simplicity bias in neural networks.")
-data_app = typer.Typer(no_args_is_help=True, help="Export the benchmark's datasets.")
-app.add_typer(data_app, name="data")
-leaderboard_app = typer.Typer(help="Browse the leaderboard (and render or publish it).")
-app.add_typer(leaderboard_app, name="leaderboard")
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 LEADERBOARD_ROOT = Path("leaderboard")
+"""The committed leaderboard: what browsing commands read by default; written only when asked (``--root``)."""
+
+RESULTS_ENV = "SBBENCH_RESULTS"
 
 console = Console()
 errors = Console(stderr=True)
@@ -38,6 +42,23 @@ UsageError = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "
 
 class UserError(UsageError):
     """A bad argument or input: printed as one line, exit code 2."""
+
+
+def results_root() -> Path:
+    """Where ``score`` and ``sweep`` write entries by default: ``$SBBENCH_RESULTS`` or ``./sbbench-results``."""
+    return Path(os.environ.get(RESULTS_ENV) or "sbbench-results")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"sbbench {sbbench.__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _sbbench(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="print the version and exit")] = False) -> None:
+    """sbbench: a benchmark for simplicity bias in neural networks."""
 
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2."""
@@ -89,10 +110,25 @@ def suite_named(name: str) -> Suite:
         raise UserError(error.args[0]) from None
 
 
+def browse_roots(root: Path) -> list[Path]:
+    """The folders a browsing command looks in for an entry: ``root``, then the user's results folder."""
+    return list(dict.fromkeys([root, results_root()]))
+
+
+def suites_with_entry(roots: list[Path], name: str) -> list[Suite]:
+    """The suites for which some folder of ``roots`` holds an entry named ``name``."""
+    return [suite for suite in SUITES.values() if any(entry_path(root, suite, name).is_file() for root in roots)]
+
+
 def load_named_entry(root: Path, suite: Suite, name: str):
-    path = entry_path(root, suite, name)
-    if not path.is_file():
-        raise UserError(f"no entry {name!r} for {suite.label} under {root} (expected {path})")
+    """Entry ``name`` of ``suite`` from ``root`` or else the user's results folder; a clear error names both."""
+    roots = browse_roots(root)
+    path = next((entry_path(r, suite, name) for r in roots if entry_path(r, suite, name).is_file()), None)
+    if path is None:
+        elsewhere = suites_with_entry(roots, name)
+        hint = (f"; {name!r} has entries for {', '.join(s.label for s in elsewhere)}: add --suite "
+                f"{elsewhere[0].name}" if elsewhere else f"; score it first: sbbench score {name} --suite {suite.name}")
+        raise UserError(f"no entry {name!r} for {suite.label} under {' or '.join(map(str, roots))}{hint}")
     try:
         return read_entry(path)
     except EntryError as error:
@@ -110,16 +146,19 @@ def hub_snapshot_root(repo: str) -> Path:
 
 
 def print_frame(frame, title: str) -> None:
-    table = Table(title=title)
+    """``frame`` as a terminal table: names never cut, long headers folded, numbers right-aligned."""
+    if frame.empty:
+        console.print(f"{title}: no entries yet", markup=False)
+        return
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for column in frame.columns:
-        label = column_label(column).replace("/", "\n", 1)
-        table.add_column(label, justify="left" if column in ("method", "track", "status") else "right")
+        label = column_label(column).replace("/", "\n", 1).replace("mean ", "mean\n", 1)
+        text = column in ("method", "track", "status")
+        table.add_column(label, justify="left" if text else "right", no_wrap=column in ("method", "status"),
+                         overflow="fold")
     for row in frame.itertuples(index=False):
         table.add_row(*(format_value(v) for v in row))
-    if frame.empty:
-        console.print(f"{title}: no entries yet")
-    else:
-        console.print(table)
+    console.print(table)
 
 
 def force_device(device: str | None) -> None:
@@ -161,11 +200,18 @@ def method_named(name_or_path: str) -> MethodInfo:
         raise UserError(str(error)) from None
 
 
-def discover_methods():
-    try:
-        return discover()
-    except (RegistryError, SubmissionError) as error:
-        raise UserError(str(error)) from None
+@contextmanager
+def job_log(path: Path) -> Iterator[Callable[[str], None]]:
+    """A callback that appends each training message, timestamped, to ``path`` (kept after the progress bar)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S} sbbench {' '.join(sys.argv[1:])}\n")
+
+        def keep(message: str) -> None:
+            handle.write(f"{datetime.now():%H:%M:%S} {message}\n")
+            handle.flush()
+
+        yield keep
 
 
 def progress_bar() -> Progress:

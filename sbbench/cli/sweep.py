@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from sbbench.cache import ResultCache, default_cache_dir
 from sbbench.cli.common import (
-    LEADERBOARD_ROOT,
     UserError,
     app,
     console,
@@ -17,11 +17,12 @@ from sbbench.cli.common import (
     method_named,
     progress_bar,
     report_result,
+    results_root,
     suite_named,
 )
-from sbbench.leaderboard.store import build_entry, write_entry
+from sbbench.leaderboard.store import EntryError, build_entry, write_entry
 from sbbench.runner import default_device
-from sbbench.scoring import ResultCache, default_cache_dir, score
+from sbbench.scoring import score
 from sbbench.sweep import SELECTION_METRIC, Trial, run_sweep, search_space
 
 
@@ -35,7 +36,8 @@ def sweep_command(
     holdout: Annotated[float, typer.Option(help="share of the training split held out for selection (T0/T1)")]
     = 0.2,
     workers: Annotated[int, typer.Option(help="parallel worker processes for the final score")] = 1,
-    root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
+    root: Annotated[Path | None, typer.Option(help="leaderboard folder to write the entry into (default "
+                                                   "$SBBENCH_RESULTS or ./sbbench-results)")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="result cache (default $SBBENCH_CACHE or .sbbench/cache)")]
     = None,
 ) -> None:
@@ -86,6 +88,9 @@ def sweep_command(
         raise typer.Exit(1)
     entry = build_entry(info, outcome.best.hparams, outcome.source, suite_spec, scored.results,
                         str(default_device()))
-    path = write_entry(root, suite_spec, entry)
+    try:
+        path = write_entry(root or results_root(), suite_spec, entry)
+    except EntryError as error:
+        raise UserError(str(error)) from None
     console.print(f"{info.name}: score {entry.primary_score:.4f} ({suite_spec.primary_metric}, mean over tasks); "
                   f"entry written to {path}")

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from sbbench.cli.common import LEADERBOARD_ROOT, UserError, app, console, errors, suite_named
-from sbbench.cli.core import check_executor
-from sbbench.cluster import ClusterError
+from sbbench.cli.score import check_executor
+from sbbench.executors import ClusterError
 from sbbench.leaderboard.store import EntryError, entry_path, read_entry
 from sbbench.results import RunResult
 from sbbench.suite import SUITES, Suite

@@ -16,6 +16,9 @@ from sbbench.suite import Suite
 DESCRIPTIVE_PREFIXES = ("adv_share_s", "uap_share_s", "uap_svd_share_s")
 """Metrics that describe a model rather than rank it: no winner is declared on them."""
 
+ACCURACY_GUARD = 0.02
+"""A method whose clean accuracy on a task is more than this below the other's wins nothing on that task."""
+
 
 @dataclass(frozen=True)
 class ComparisonRow:
@@ -51,18 +54,33 @@ def compare_entries(a: Entry, b: Entry, suite: Suite, alpha: float = 0.05) -> Co
 
 
 def _sentences(name_a: str, name_b: str, rows: list[ComparisonRow], alpha: float) -> list[str]:
+    """Who is significantly higher where; gains of a method that lost clean accuracy there are not wins."""
     if not rows:
         return [f"{name_a} and {name_b} share no task and seed: nothing to compare."]
+    accuracy = {row.task: (row.mean_a, row.mean_b) for row in rows if row.metric == "acc"}
     ranked = [r for r in rows if not r.metric.startswith(DESCRIPTIVE_PREFIXES)]
-    wins_a = [r for r in ranked if r.diff.p_value < alpha and r.diff.mean > 0]
-    wins_b = [r for r in ranked if r.diff.p_value < alpha and r.diff.mean < 0]
+    higher_a = [r for r in ranked if r.diff.p_value < alpha and r.diff.mean > 0]
+    higher_b = [r for r in ranked if r.diff.p_value < alpha and r.diff.mean < 0]
     sentences = []
-    for winner, loser, wins in ((name_a, name_b, wins_a), (name_b, name_a, wins_b)):
+    for side, (winner, loser, higher) in enumerate(((name_a, name_b, higher_a), (name_b, name_a, higher_b))):
+        def guarded(row: ComparisonRow, side: int = side) -> bool:
+            own, other = accuracy.get(row.task, (1.0, 1.0))[side], accuracy.get(row.task, (1.0, 1.0))[1 - side]
+            return own < other - ACCURACY_GUARD
+
+        wins = [r for r in higher if not guarded(r)]
         if wins:
-            where = "; ".join(f"{r.task} {r.metric} (by {abs(r.diff.mean):.3f}, p={r.diff.p_value:.2g})"
-                              for r in wins)
-            sentences.append(f"{winner} beats {loser} (higher, p < {alpha}) on: {where}.")
-    ties = len(ranked) - len(wins_a) - len(wins_b)
+            sentences.append(f"{winner} beats {loser} (higher, p < {alpha}) on: {_where(wins)}.")
+        for task in dict.fromkeys(r.task for r in higher if guarded(r)):
+            own, other = accuracy[task][side], accuracy[task][1 - side]
+            lost = [r for r in higher if r.task == task]
+            sentences.append(f"{winner} is higher on {_where(lost)}, but its clean accuracy on {task} is {own:.3f} "
+                             f"against {other:.3f} for {loser} (more than {ACCURACY_GUARD} lower): not counted as "
+                             "wins.")
+    ties = len(ranked) - len(higher_a) - len(higher_b)
     sentences.append(f"No significant difference on the other {ties} of {len(ranked)} task-metric pairs "
                      f"(n = {rows[0].diff.n} paired seeds).")
     return sentences
+
+
+def _where(rows: list[ComparisonRow]) -> str:
+    return "; ".join(f"{r.task} {r.metric} (by {abs(r.diff.mean):.3f}, p={r.diff.p_value:.2g})" for r in rows)

@@ -6,7 +6,9 @@ describes it field by field.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,3 +90,12 @@ class Entry(BaseModel):
     runs: list[RunResult]
     wall_seconds: float = Field(description="summed train + evaluation time of all runs")
     verification: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class LoadedEntry:
+    """An entry with where it lives and whether its suite hash is out of date."""
+
+    entry: Entry
+    path: Path
+    stale: bool

@@ -31,10 +31,10 @@ from huggingface_hub.utils import (
     RepositoryNotFoundError,
 )
 
+from sbbench.leaderboard.entry import LoadedEntry
 from sbbench.leaderboard.glossary import FIXED_COLUMNS, metric_description
 from sbbench.leaderboard.render import TRACK_ORDER, leaderboard_frame, to_markdown
-from sbbench.leaderboard.site import suites_with_entries
-from sbbench.leaderboard.store import LoadedEntry, load_entries
+from sbbench.leaderboard.store import load_entries, suites_with_entries
 from sbbench.suite import Suite
 
 REPO_TYPE = "dataset"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 if TYPE_CHECKING:
-    from sbbench.leaderboard.store import LoadedEntry
+    from sbbench.leaderboard.entry import LoadedEntry
     from sbbench.suite import Suite
 
 TRACK_ORDER = ("T0", "T1", "T2", "oracle")
@@ -60,9 +60,44 @@ def leaderboard_frame(entries: Sequence[LoadedEntry], suite: Suite, *, track: st
     return frame.drop(columns=["_stale", "_track"]).reset_index(drop=True)
 
 
+IDENTITY_COLUMNS = ("method", "track", "status", "score")
+SUMMARY_METRICS = ("acc", "s_swap_acc")
+"""Metrics whose mean over tasks the terminal table shows by default, with the suite's first adversarial one."""
+
+
+def summary_metrics(suite: Suite) -> list[str]:
+    """The default terminal columns' metrics: :data:`SUMMARY_METRICS` and the first ``adv_acc_*`` of the table."""
+    adversarial = [m for m in suite.table_metrics if m.startswith("adv_acc_")][:1]
+    return [m for m in (*SUMMARY_METRICS, *adversarial) if m in suite.table_metrics]
+
+
+def summary_frame(frame: pd.DataFrame, suite: Suite) -> pd.DataFrame:
+    """A narrow view of a :func:`leaderboard_frame`: identity, score, each summary metric's mean over tasks, seeds.
+
+    Column ``mean <metric>`` is the unweighted mean over the suite's tasks of the per-task seed means.
+    """
+    narrow = frame[list(IDENTITY_COLUMNS)].copy()
+    for metric in summary_metrics(suite):
+        narrow[f"mean {metric}"] = frame[[f"{task.name}/{metric}" for task in suite.tasks]].mean(axis=1)
+    narrow["seeds"] = frame["seeds"]
+    return narrow
+
+
+def metric_columns(frame: pd.DataFrame, suite: Suite, metrics: Sequence[str]) -> pd.DataFrame:
+    """Identity, score, the per-task columns of ``metrics`` (in the given order) and seeds.
+
+    Raises ``KeyError`` naming the table's metrics when one of ``metrics`` is not among them.
+    """
+    unknown = [m for m in metrics if m not in suite.table_metrics]
+    if unknown:
+        raise KeyError(f"no column for {', '.join(unknown)}; the table's metrics are {', '.join(suite.table_metrics)}")
+    per_task = [f"{task.name}/{metric}" for metric in metrics for task in suite.tasks]
+    return frame[[*IDENTITY_COLUMNS, *per_task, "seeds"]]
+
+
 def _columns(suite: Suite) -> list[str]:
     per_task = [f"{task.name}/{metric}" for task in suite.tasks for metric in suite.table_metrics]
-    return ["method", "track", "status", "score", *per_task, "seeds"]
+    return [*IDENTITY_COLUMNS, *per_task, "seeds"]
 
 
 def column_label(column: str) -> str:

@@ -33,12 +33,12 @@ from scipy import stats
 
 import sbbench
 from sbbench.leaderboard import svg
-from sbbench.leaderboard.entry import Entry
+from sbbench.leaderboard.entry import Entry, LoadedEntry
 from sbbench.leaderboard.glossary import ADVERSARIAL, column_description, metric_description
 from sbbench.leaderboard.render import TRACK_ORDER, format_value, leaderboard_frame, status_of
 from sbbench.leaderboard.stats import Summary
-from sbbench.leaderboard.store import LoadedEntry, load_entries, suite_dir
-from sbbench.suite import SUITES, Suite
+from sbbench.leaderboard.store import load_entries, suites_with_entries
+from sbbench.suite import Suite
 from sbbench.tasks import Task
 
 MARKER = ".sbbench-site"
@@ -64,11 +64,6 @@ class SiteSummary:
     suites: list[str]
     entries: int
     pages: int
-
-
-def suites_with_entries(root: Path) -> list[Suite]:
-    """The known suites that have an ``entries`` folder under ``root``, in registry order."""
-    return [suite for suite in SUITES.values() if (suite_dir(root, suite) / "entries").is_dir()]
 
 
 def build_site(root: Path, out: Path, suites: Sequence[Suite] | None = None) -> SiteSummary:

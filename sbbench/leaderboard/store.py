@@ -12,7 +12,6 @@ import json
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,31 +20,27 @@ from filelock import FileLock
 from pydantic import ValidationError
 
 import sbbench
-from sbbench.leaderboard.entry import ENTRY_SCHEMA_VERSION, Entry, MethodCard, Provenance, SuiteRef
+from sbbench.cache import atomic_write_text
+from sbbench.leaderboard.entry import ENTRY_SCHEMA_VERSION, Entry, LoadedEntry, MethodCard, Provenance, SuiteRef
 from sbbench.leaderboard.migrations import SchemaError, migrate
 from sbbench.leaderboard.render import leaderboard_frame, to_markdown
 from sbbench.leaderboard.stats import summarize
 from sbbench.methods.registry import MethodInfo
 from sbbench.results import RunResult
-from sbbench.scoring import atomic_write_text
-from sbbench.suite import Suite
+from sbbench.suite import SUITES, Suite
 
 
 class EntryError(ValueError):
     """An entry file is unreadable or does not match the schema; the message names the file."""
 
 
-@dataclass(frozen=True)
-class LoadedEntry:
-    """An entry with where it lives and whether its suite hash is out of date."""
-
-    entry: Entry
-    path: Path
-    stale: bool
-
-
 def suite_dir(root: Path, suite: Suite) -> Path:
     return root / suite.label
+
+
+def suites_with_entries(root: Path) -> list[Suite]:
+    """The known suites that have an ``entries`` folder under ``root``, in registry order."""
+    return [suite for suite in SUITES.values() if (suite_dir(root, suite) / "entries").is_dir()]
 
 
 def entry_path(root: Path, suite: Suite, name: str) -> Path:
@@ -123,10 +118,36 @@ def load_entries(root: Path, suite: Suite) -> list[LoadedEntry]:
     return loaded
 
 
+def owner_conflict(root: Path, suite: Suite, name: str, source: str) -> str | None:
+    """Why an entry of ``source`` may not be written as ``name``, or ``None`` when it may.
+
+    An entry file belongs to the source that wrote it (a built-in, an entry point, a folder):
+    another source claiming the same name never replaces it. A file that does not parse is
+    no one's and may be replaced.
+    """
+    path = entry_path(root, suite, name)
+    if not path.is_file():
+        return None
+    try:
+        owner = read_entry(path).method.source
+    except EntryError:
+        return None
+    if owner == source:
+        return None
+    return (f"{path} is the entry of {owner}, and {source} also calls itself {name!r}: rename it (the `name` "
+            f"in its submission.toml), write to another --root, or remove {path} first")
+
+
 def write_entry(root: Path, suite: Suite, entry: Entry) -> Path:
-    """Write ``entry`` atomically under the suite's lock, then regenerate the tables."""
+    """Write ``entry`` atomically under the suite's lock, then regenerate the tables.
+
+    Raises :class:`EntryError` when the file holds another source's entry (:func:`owner_conflict`).
+    """
     path = entry_path(root, suite, entry.method.name)
     with suite_lock(root, suite):
+        conflict = owner_conflict(root, suite, entry.method.name, entry.method.source)
+        if conflict is not None:
+            raise EntryError(conflict)
         atomic_write_text(path, entry.model_dump_json(indent=1) + "\n")
         regenerate_tables(root, suite)
     return path

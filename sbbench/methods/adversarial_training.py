@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
 from sbbench.metrics.adversarial import Norm, pgd_attack
-from sbbench.metrics.randomization import derive_seed
+from sbbench.seeding import derive_seed
 
 
 class LinfHParams(HParams):

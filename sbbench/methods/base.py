@@ -20,7 +20,15 @@ from torch import Tensor, nn
 
 from sbbench.data.dataset import LabeledSet
 from sbbench.data.features import FeatureSpace
-from sbbench.training import Objective, TrainConfig, TrainLog, Update, cross_entropy_objective, train
+from sbbench.training import (
+    Objective,
+    TrainConfig,
+    TrainLog,
+    Update,
+    WeightedObjective,
+    cross_entropy_objective,
+    train,
+)
 
 
 class Track(str, Enum):
@@ -93,23 +101,76 @@ class TrainContext:
     def fit_model(
         self,
         model: nn.Module | None = None,
-        objective: Objective = cross_entropy_objective,
+        objective: Objective | WeightedObjective = cross_entropy_objective,
         *,
         update: Update | None = None,
         config: TrainConfig | None = None,
         seed: int | None = None,
         x: Tensor | None = None,
+        y: Tensor | None = None,
+        weights: Tensor | None = None,
     ) -> tuple[nn.Module, TrainLog]:
-        """Train ``model`` (default: a fresh backbone) on the training split with the shared loop.
+        """Train ``model`` (default: a fresh backbone) with the shared loop; return it and its log.
 
-        ``objective`` is the minibatch loss and ``update`` optionally replaces the whole step
-        (see :mod:`sbbench.training.loop`). ``config`` defaults to the task's budget, ``seed``
-        (shuffling) to the job's seed, and ``x`` (transformed training inputs, same order as
-        the labels) to the training inputs.
+        Runs :func:`sbbench.training.train` on the training split (or on ``x``/``y``): one
+        shuffle per epoch, minibatches of ``config.batch_size``, until the stopping rule holds
+        or ``config.max_epochs`` have run.
+
+        Args:
+            model: the module to train, moved to ``self.device`` in place (``nn.Module.to``) and
+                trained in place; default ``self.make_backbone()``, a fresh initialisation drawn
+                from torch's global RNG (so two calls give two different initialisations).
+            objective: the minibatch loss ``(model, x, y) -> (loss, logits)``; default mean
+                cross-entropy. With ``weights`` a custom objective is called as
+                ``(model, x, y, w)`` and must apply the minibatch weights ``w`` itself
+                (:class:`~sbbench.training.WeightedObjective`).
+            update: replaces the whole step ``(model, optimizer, x, y) -> (loss, logits)``; not
+                together with ``weights``.
+            config: optimiser, batch size, epoch cap and stopping rule; default ``self.budget``.
+                A :class:`TrainConfig` is frozen: change a field with
+                ``self.budget.model_copy(update={"max_epochs": 5})`` (checked here, since
+                ``model_copy`` does not validate). ``stop_train_acc=None, stop_train_loss=None``
+                trains exactly ``max_epochs`` epochs.
+            seed: seeds the shuffling only (not the initialisation); default ``self.seed``.
+            x: training inputs ``(m, *input_shape)`` to use instead of ``self.train.x``
+                (transformed, augmented or relabelled data). Without ``y`` it must be in the
+                order of ``self.train.y`` (``m == n``).
+            y: int64 labels ``(m,)`` to use instead of ``self.train.y``, in the order of the
+                inputs used.
+            weights: non-negative per-example weights ``(m,)`` in the order of the inputs used
+                (finite, not all zero). Each minibatch's loss becomes the weighted mean
+                ``sum_i w_i CE_i / sum_i w_i`` of its examples' cross-entropies, and the log's
+                loss and accuracy (hence the stopping rule) are weighted likewise. Equal
+                weights give exactly the unweighted run.
+
+        ``x``, ``y`` and ``weights`` are moved to ``self.device``.
+
+        Returns:
+            ``(model, log)``: the trained module itself (the same object as ``model`` when one
+            is passed), on ``self.device`` and in **eval** mode; its parameters' ``.grad`` hold
+            leftovers of the last training step (call ``model.zero_grad()`` before using them).
+            ``log`` is a :class:`TrainLog`: ``log.train_loss`` and ``log.train_acc`` hold one
+            running (in-epoch) mean loss and accuracy per epoch run, ``log.epochs`` their count.
+
+        Raises:
+            ValueError: mismatched lengths, invalid ``weights``, or ``weights`` with ``update``.
+            pydantic.ValidationError: ``config`` has an out-of-range field.
+            TrainingDiverged: an epoch's mean loss became NaN or infinite.
         """
+        if config is not None:
+            TrainConfig.model_validate(config.model_dump())
         model = (model if model is not None else self.make_backbone()).to(self.device)
-        log = train(model, self.train.x if x is None else x, self.train.y, config or self.budget,
+        inputs = self.train.x if x is None else x.to(self.device)
+        if y is not None:
+            labels = y.to(self.device)
+        elif len(inputs) != len(self.train.y):
+            raise ValueError(f"x has {len(inputs)} examples but the training split has {len(self.train.y)}; "
+                             "pass y= (labels in the order of x) to train on a different set")
+        else:
+            labels = self.train.y
+        log = train(model, inputs, labels, config or self.budget,
                     seed=self.seed if seed is None else seed, objective=objective, update=update,
+                    weights=None if weights is None else weights.to(self.device),
                     on_epoch=lambda epoch, loss, acc: self.log(f"epoch {epoch}: loss {loss:.4f}, acc {acc:.4f}"))
         return model, log
 

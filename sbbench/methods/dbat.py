@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
-from sbbench.methods.pool import PoolSampler, fixed_epochs, require_pool, stream_seed
+from sbbench.methods.pool import PoolSampler, fixed_epochs, require_pool
+from sbbench.seeding import derive_seed
 from sbbench.training import Objective
 
 EPS = 1e-7
@@ -106,7 +107,7 @@ class DBAT(Method):
         first, _ = ctx.fit_model()
         members = [first.eval()]
         for m in range(1, hp.models):
-            sample = PoolSampler(pool, ctx.budget.batch_size, stream_seed(ctx.seed, f"d-bat pool {m}"))
+            sample = PoolSampler(pool, ctx.budget.batch_size, derive_seed(ctx.seed, f"d-bat pool {m}"))
             model, _ = ctx.fit_model(objective=self._objective(list(members), sample),
                                      config=fixed_epochs(ctx.budget, hp.epochs))
             members.append(model.eval())

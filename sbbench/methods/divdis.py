@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from sbbench.data.dataset import LabeledSet
 from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
-from sbbench.methods.pool import PoolSampler, fixed_epochs, require_pool, stream_seed
+from sbbench.methods.pool import PoolSampler, fixed_epochs, require_pool
+from sbbench.seeding import derive_seed
 
 LOG_EPS = 1e-12
 """Added inside logs of probabilities, so that a certain head gives finite values and gradients."""
@@ -184,7 +185,7 @@ class DivDis(Method):
         with torch.no_grad():  # eval mode: the probe must not touch normalisation statistics
             feature_dim = backbone.eval().features(ctx.train.x[:2]).shape[1]
         model = MultiHead(backbone, feature_dim, hp.heads).to(ctx.device)
-        sample = PoolSampler(pool, ctx.budget.batch_size, stream_seed(ctx.seed, "divdis pool"))
+        sample = PoolSampler(pool, ctx.budget.batch_size, derive_seed(ctx.seed, "divdis pool"))
 
         def objective(model: MultiHead, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             logits = model.head_logits(x)  # (b, H, 2)

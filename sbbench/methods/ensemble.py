@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
-from sbbench.metrics.randomization import derive_seed
+from sbbench.seeding import derive_seed
 
 
 class LogitAverage(nn.Module):

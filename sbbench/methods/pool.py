@@ -9,21 +9,10 @@ initialisation) and are identical on every device.
 
 from __future__ import annotations
 
-import zlib
-
-import numpy as np
 import torch
 from torch import Tensor
 
 from sbbench.training import TrainConfig
-
-
-def stream_seed(seed: int, name: str) -> int:
-    """Seed of an independent random stream ``name`` under the job seed ``seed``.
-
-    ``numpy.random.SeedSequence([seed, crc32(name)])``: each name gets its own stream.
-    """
-    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
 
 
 class PoolSampler:

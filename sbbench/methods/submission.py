@@ -52,15 +52,26 @@ class SubmissionMeta(BaseModel):
 
 
 def read_meta(path: Path) -> SubmissionMeta:
-    """Parse and validate ``submission.toml``."""
+    """Parse and validate ``submission.toml``.
+
+    The file is read as bytes and decoded as UTF-8, as TOML requires. Reading it as text would
+    apply Python's universal newlines, which turn a lone carriage return (CR not followed by LF:
+    not a newline in TOML 1.0, and not allowed in comments or strings) into LF, so that a file of
+    lines ended by lone CRs would be accepted; and it would decode with the locale's encoding.
+    """
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(_read_utf8(path))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise SubmissionError(f"{path}: not valid TOML: {error}") from error
     try:
         return SubmissionMeta.model_validate(raw)
     except ValidationError as error:
         raise SubmissionError(f"{path}: {_first_problem(error)}") from error
+
+
+def _read_utf8(path: Path) -> str:
+    """The file's exact characters: UTF-8, with no newline translation (a CR stays a CR)."""
+    return path.read_bytes().decode("utf-8")
 
 
 def load_submission(folder: Path) -> tuple[SubmissionMeta, type[Method]]:

@@ -28,7 +28,6 @@ from sbbench.metrics.randomization import (
     block_randomized_metrics,
     block_swapped_accuracy,
     coordinate_dependence,
-    derive_seed,
     randomize_block,
     swap_block,
 )
@@ -45,7 +44,6 @@ __all__ = [
     "block_swapped_accuracy",
     "class_sign",
     "coordinate_dependence",
-    "derive_seed",
     "eval_mode",
     "evaluate",
     "margin_scores",

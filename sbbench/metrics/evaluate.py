@@ -55,8 +55,8 @@ from sbbench.metrics.randomization import (
     block_randomized_metrics,
     block_swapped_accuracy,
     coordinate_dependence,
-    derive_seed,
 )
+from sbbench.seeding import derive_seed
 
 BLOCKS = {"s": "S", "sc": "Sc"}
 

@@ -13,7 +13,6 @@ Labels are never changed. A model that ignores ``B`` keeps its accuracy and AUC 
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -31,20 +30,9 @@ from sbbench.metrics.classification import (
     predict_logits,
     roc_auc,
 )
+from sbbench.seeding import derive_seed
 
 DependenceMode = Literal["random", "swap"]
-
-
-def derive_seed(seed: int, key: int | str) -> int:
-    """Seed of an independent random stream named ``key`` under the non-negative ``seed``.
-
-    Computed with ``numpy.random.SeedSequence([seed, key])`` (a string key enters as its
-    CRC-32), so each key gets its own stream and adding a key leaves the other streams as
-    they were.
-    """
-    if isinstance(key, str):
-        key = zlib.crc32(key.encode())
-    return int(np.random.SeedSequence([seed, key]).generate_state(1)[0])
 
 
 def randomize_block(

@@ -6,11 +6,15 @@ from sbbench.training.loop import (
     TrainingDiverged,
     TrainLog,
     Update,
+    WeightedObjective,
     cross_entropy_objective,
     gradient_step,
     make_optimizer,
     train,
+    weighted_cross_entropy_objective,
+    weighted_mean,
 )
 
-__all__ = ["Objective", "TrainConfig", "TrainLog", "TrainingDiverged", "Update", "cross_entropy_objective",
-           "gradient_step", "make_optimizer", "train"]
+__all__ = ["Objective", "TrainConfig", "TrainLog", "TrainingDiverged", "Update", "WeightedObjective",
+           "cross_entropy_objective", "gradient_step", "make_optimizer", "train", "weighted_cross_entropy_objective",
+           "weighted_mean"]

@@ -4,6 +4,10 @@ Data stay resident as tensors: each epoch draws one permutation, gathers the shu
 once and walks it in contiguous slices, so there is no per-sample DataLoader work. Training
 statistics (loss, accuracy) accumulate on the device from the forward passes the steps
 already make, and are read once per epoch for the stopping rule.
+
+Optional per-example ``weights`` travel with the examples through the shuffle: each
+minibatch's loss is then the weighted mean ``sum_i w_i l_i / sum_i w_i`` of the per-example
+losses (see :func:`train`).
 """
 
 from __future__ import annotations
@@ -63,6 +67,17 @@ class Objective(Protocol):
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
+class WeightedObjective(Protocol):
+    """Loss of one weighted minibatch: ``(model, x, y, w) -> (scalar loss, (n, 2) logits on x)``.
+
+    ``w`` ``(n,)`` holds the minibatch's example weights; the objective applies them itself,
+    normally as :func:`weighted_mean` of its per-example losses. :func:`train` calls a custom
+    objective this way whenever it is given ``weights``.
+    """
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
 class Update(Protocol):
     """One training step on a minibatch: ``(model, optimizer, x, y) -> (loss, logits on x)``.
 
@@ -105,15 +120,53 @@ def cross_entropy_objective(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Ten
     return F.cross_entropy(logits, y), logits
 
 
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """``sum_i w_i v_i / sum_i w_i`` of ``(n,)`` values and non-negative ``(n,)`` weights.
+
+    A minibatch whose weights are all zero has loss 0 and a zero gradient (not NaN).
+    """
+    weights = weights.to(values.dtype)
+    return torch.dot(values, weights) / weights.sum().clamp_min(torch.finfo(values.dtype).tiny)
+
+
+def weighted_cross_entropy_objective(model: nn.Module, x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Weighted ERM: :func:`weighted_mean` of the per-example cross-entropies, weights ``w`` ``(n,)``."""
+    logits = model(x)
+    return weighted_mean(F.cross_entropy(logits, y, reduction="none"), w), logits
+
+
+def weighted_gradient_step(objective: WeightedObjective) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The plain step on a weighted minibatch: ``(model, optimizer, x, y, w) -> (loss, logits)``."""
+
+    def update(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
+               w: Tensor) -> tuple[Tensor, Tensor]:
+        loss, logits = objective(model, x, y, w)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss, logits
+
+    return update
+
+
 @dataclass
 class TrainLog:
-    """Per-epoch running statistics of a finished run."""
+    """Per-epoch running statistics of a finished run, one entry per epoch run.
+
+    ``train_loss[e]`` is the mean over epoch ``e + 1``'s minibatches of their losses (weighted
+    by batch size; with example weights, by the batches' weight sums, i.e. the weighted mean
+    over the training set); ``train_acc[e]`` the fraction of training examples (weighted, with
+    example weights) that the model classified correctly in the forward pass of their own
+    step. Both are running statistics: the model changed during the epoch, and nothing is
+    re-evaluated after training. They are what the stopping rule read.
+    """
 
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
 
     @property
     def epochs(self) -> int:
+        """How many epochs ran (``max_epochs`` unless the stopping rule ended the run earlier)."""
         return len(self.train_loss)
 
 
@@ -135,11 +188,17 @@ def train(
     config: TrainConfig,
     *,
     seed: int,
-    objective: Objective = cross_entropy_objective,
+    objective: Objective | WeightedObjective = cross_entropy_objective,
     update: Update | None = None,
+    weights: Tensor | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> TrainLog:
     """Train ``model`` in place on ``(x, y)`` and return the per-epoch statistics.
+
+    The model is put in train mode for the run and left in eval mode; it stays where it is
+    (the loop never moves it). Training runs ``config.max_epochs`` epochs unless the stopping
+    rule (:class:`TrainConfig`) ends it earlier; with ``stop_train_acc=None`` and
+    ``stop_train_loss=None`` it runs exactly ``max_epochs``.
 
     Args:
         model: maps ``(b, *input_shape)`` to ``(b, 2)`` logits; its parameters are updated.
@@ -148,14 +207,38 @@ def train(
         config: optimiser, batch size, stopping rule.
         seed: seeds the shuffling (initialisation is the caller's business).
         objective: the minibatch loss; methods pass their own.
-        update: replaces the whole step (default ``gradient_step(objective)``).
+        update: replaces the whole step (default ``gradient_step(objective)``); cannot be
+            combined with ``weights``.
+        weights: optional non-negative example weights ``(n,)`` in the order of ``x`` and ``y``
+            (finite, positive sum), on the device of ``y``. Each minibatch's loss is then
+            ``sum_i w_i l_i / sum_i w_i`` over its examples, where ``l_i`` is the example's
+            cross-entropy; a custom ``objective`` is instead called as
+            ``objective(model, xb, yb, wb)`` (a :class:`WeightedObjective`) and applies the
+            minibatch weights ``wb`` itself. The log's loss and accuracy are weighted the
+            same way, and so is the stopping rule. With the default objective, weights that
+            are all equal are plain ERM and take exactly the unweighted path.
         on_epoch: called after every epoch with ``(epoch, mean loss, running accuracy)``.
 
     Raises:
         TrainingDiverged: the epoch's mean loss is NaN or infinite.
+        ValueError: ``x``, ``y`` and ``weights`` differ in length, ``weights`` are invalid,
+            or ``weights`` come with an ``update``.
     """
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    if weights is not None:
+        weights = _checked_weights(weights, len(y))
+        if update is not None:
+            raise ValueError("weights cannot be combined with a custom update (it replaces the whole step); "
+                             "pass a weighted objective(model, x, y, w) instead")
+        if objective is cross_entropy_objective and _uniform(weights):
+            weights = None  # equal weights: the weighted mean is the plain mean
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
-    step = update if update is not None else default_step(model, objective, config)
+    if weights is not None:
+        weighted = weighted_cross_entropy_objective if objective is cross_entropy_objective else objective
+        step = weighted_gradient_step(weighted)
+    else:
+        step = update if update is not None else default_step(model, objective, config)
     if config.lr_schedule == "onecycle":
         step = _scheduled(step, torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=config.max_epochs * math.ceil(len(y) / config.batch_size),
@@ -164,7 +247,10 @@ def train(
     log = TrainLog()
     model.train()
     for epoch in range(1, config.max_epochs + 1):
-        loss, acc = _run_epoch(model, x, y, config.batch_size, optimizer, step, generator)
+        if weights is None:
+            loss, acc = _run_epoch(model, x, y, config.batch_size, optimizer, step, generator)
+        else:
+            loss, acc = _run_weighted_epoch(model, x, y, weights, config.batch_size, optimizer, step, generator)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training loss became {loss} in epoch {epoch}")
         log.train_loss.append(loss)
@@ -177,11 +263,30 @@ def train(
     return log
 
 
-def _scheduled(step: Update, scheduler: torch.optim.lr_scheduler.LRScheduler) -> Update:
-    """``step`` followed by one step of the learning-rate ``scheduler``."""
+def _checked_weights(weights: Tensor, n: int) -> Tensor:
+    """``weights`` as a float tensor, or a ValueError saying what is wrong with them."""
+    if weights.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},) (one per training example), got {tuple(weights.shape)}")
+    if not weights.is_floating_point():
+        weights = weights.float()
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError("weights must be finite and non-negative")
+    if not bool(weights.sum() > 0):
+        raise ValueError("weights must not all be zero")
+    return weights
 
-    def update(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        result = step(model, optimizer, x, y)
+
+def _uniform(weights: Tensor) -> bool:
+    return bool((weights == weights[0]).all())
+
+
+def _scheduled(step: Callable[..., tuple[Tensor, Tensor]],
+               scheduler: torch.optim.lr_scheduler.LRScheduler) -> Callable[..., tuple[Tensor, Tensor]]:
+    """``step`` followed by one step of the learning-rate ``scheduler`` (weighted steps too)."""
+
+    def update(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
+               *weights: Tensor) -> tuple[Tensor, Tensor]:
+        result = step(model, optimizer, x, y, *weights)
         scheduler.step()
         return result
 
@@ -214,6 +319,41 @@ def _run_epoch(
     batch_sizes = torch.tensor([len(yb) for _, yb in batches], dtype=stacked.dtype, device=stacked.device)
     correct = (all_logits.argmax(dim=1) == y_shuffled).sum()
     return torch.dot(stacked, batch_sizes).item() / len(y), correct.item() / len(y)
+
+
+def _run_weighted_epoch(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    weights: Tensor,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    step: Callable[..., tuple[Tensor, Tensor]],
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    """:func:`_run_epoch` with example weights: weighted mean loss and weighted accuracy."""
+    order = torch.randperm(len(y), generator=generator).to(y.device)
+    x_shuffled, y_shuffled = x.index_select(0, order), y.index_select(0, order)
+    w_shuffled = weights.index_select(0, order)
+    batches = list(zip(x_shuffled.split(batch_size), y_shuffled.split(batch_size), w_shuffled.split(batch_size),
+                       strict=True))
+    losses, logit_slots = [], []
+    for index, (xb, yb, wb) in enumerate(batches):
+        loss, logits = step(model, optimizer, xb, yb, wb)
+        losses.append(loss.detach())
+        if index == 0:
+            all_logits = logits.new_empty((len(y), *logits.shape[1:]))
+            logit_slots = all_logits.split(batch_size)
+        logit_slots[index].copy_(logits.detach())
+    # Reduced in float64, and the accuracy as 1 - (weight of the errors) / (total weight), so
+    # that an epoch without errors has accuracy exactly 1 (the stopping rule compares with 1).
+    stacked = torch.stack(losses).double()
+    w64 = w_shuffled.double()
+    batch_weights = torch.stack([wb.sum() for wb in w64.split(batch_size)])
+    wrong = (all_logits.argmax(dim=1) != y_shuffled).double()
+    loss_sum, wrong_weight, total = torch.stack([torch.dot(stacked, batch_weights), torch.dot(wrong, w64),
+                                                 w64.sum()]).tolist()
+    return loss_sum / total, 1.0 - wrong_weight / total
 
 
 def _should_stop(config: TrainConfig, loss: float, acc: float) -> bool:

@@ -1,4 +1,4 @@
-"""Commands for the core jobs: list tasks, suites and methods; run; score; export data."""
+"""Commands that train: `run` (one task, no leaderboard) and `score` (a suite, a leaderboard entry)."""
 
 from __future__ import annotations
 
@@ -10,61 +10,33 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from sbbench.cache import ResultCache, default_cache_dir
 from sbbench.cli.common import (
-    LEADERBOARD_ROOT,
     UserError,
     app,
     configure,
     console,
-    data_app,
-    discover_methods,
     errors,
     force_device,
+    job_log,
     method_named,
     parse_overrides,
     progress_bar,
     report_result,
+    results_root,
     suite_named,
     task_named,
 )
-from sbbench.cluster import ClusterError
-from sbbench.leaderboard.store import build_entry, write_entry
+from sbbench.executors import EXECUTORS, ClusterError
+from sbbench.leaderboard.store import EntryError, build_entry, owner_conflict, write_entry
+from sbbench.methods.registry import MethodInfo
 from sbbench.results import RunResult
 from sbbench.runner import default_device, run_job
-from sbbench.scoring import EXECUTORS, ResultCache, default_cache_dir, score
-from sbbench.suite import SUITES
-from sbbench.tasks import TASKS
+from sbbench.scoring import score
+from sbbench.suite import Suite
 
 SUMMARY_METRICS = ("acc", "auc", "s_rand_acc", "s_rand_auc", "sc_rand_acc", "sc_rand_auc", "s_swap_acc",
                    "sc_swap_acc")
-
-@app.command("tasks")
-def tasks_command() -> None:
-    """List the named tasks with their dataset, blocks, backbone and budget."""
-    table = Table(title="sbbench tasks")
-    for column in ("task", "dataset", "train/test", "blocks", "backbone", "budget"):
-        table.add_column(column)
-    for task in TASKS.values():
-        data, budget = task.data, task.budget
-        table.add_row(
-            task.name, task.description, f"{data.n_train:,} / {data.n_test:,}",
-            f"S: {data.simple.dims} coord, S^c: {data.complex.dims}",
-            f"({task.backbone.width},{task.backbone.depth})-{task.backbone.kind.upper()}",
-            f"{budget.optimizer} lr {budget.lr} mom {budget.momentum} wd {budget.weight_decay} "
-            f"bs {budget.batch_size}, <= {budget.max_epochs} epochs",
-        )
-    console.print(table)
-
-
-@app.command("methods")
-def methods_command() -> None:
-    """List every available method with its track and source."""
-    table = Table(title="sbbench methods")
-    for column in ("method", "version", "track", "source"):
-        table.add_column(column)
-    for name, info in sorted(discover_methods().items()):
-        table.add_row(name, str(info.cls.version), info.cls.track.value, info.source)
-    console.print(table)
 
 
 @app.command("run")
@@ -85,10 +57,12 @@ def run_command(
     info = method_named(method)
     configured = configure(info, parse_overrides(hp or []))
     results = []
-    with progress_bar() as progress:
+    log_path = results_root() / "logs" / f"{info.name}_{task_spec.name}.log"
+    with progress_bar() as progress, job_log(log_path) as keep:
         bar = progress.add_task(f"{info.name} on {task_spec.name}", total=seeds)
         for seed in range(seeds):
             def log(message: str, seed: int = seed) -> None:
+                keep(f"{task_spec.name} seed {seed}: {message}")
                 progress.update(bar, description=f"{info.name} on {task_spec.name}, seed {seed}: {message}")
             # A fresh method per seed, as `score` does: fit may keep state on the instance.
             results.append(run_job(info, info.cls(configured.hparams), task_spec, seed, log=log))
@@ -96,21 +70,9 @@ def run_command(
     if out is not None:
         out.write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
     _print_summary(results)
+    console.print(f"training log: {log_path}", markup=False, soft_wrap=True)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
-
-
-@app.command("suites")
-def suites_command() -> None:
-    """List the suites with their version, hash, tasks and seeds."""
-    table = Table(title="sbbench suites")
-    for column in ("suite", "version", "hash", "tasks", "seeds", "score"):
-        table.add_column(column)
-    for suite in SUITES.values():
-        table.add_row(suite.name, str(suite.version), suite.content_hash()[:16],
-                      ", ".join(t.name for t in suite.tasks), ", ".join(map(str, suite.seeds)),
-                      f"mean {suite.primary_metric} over tasks")
-    console.print(table)
 
 
 @app.command("score")
@@ -119,7 +81,9 @@ def score_command(
     suite: Annotated[str, typer.Option(help="suite name (see `sbbench suites`)")] = "synthetic",
     hp: Annotated[list[str] | None, typer.Option(help="hyperparameter override key=value (repeatable)")] = None,
     workers: Annotated[int, typer.Option(help="parallel worker processes")] = 1,
-    root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
+    root: Annotated[Path | None, typer.Option(help="leaderboard folder to write the entry into (default "
+                                                   "$SBBENCH_RESULTS or ./sbbench-results; `--root leaderboard` "
+                                                   "writes the committed leaderboard)")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="result cache (default $SBBENCH_CACHE or .sbbench/cache)")]
     = None,
     executor: Annotated[str, typer.Option(help="isolated (fit in child processes under the suite's limits), "
@@ -131,7 +95,11 @@ def score_command(
     device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] (default: CUDA when present, else CPU)")]
     = None,
 ) -> None:
-    """Score a method on every task x seed of a suite and write its leaderboard entry."""
+    """Score a method on every task x seed of a suite and write its leaderboard entry.
+
+    The entry goes to your results folder (./sbbench-results) unless --root names another
+    leaderboard folder; training messages are kept in <results>/logs/.
+    """
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     check_executor(executor, scheduler)
@@ -140,11 +108,15 @@ def score_command(
     info = method_named(method)
     overrides = parse_overrides(hp or [])
     hparams = configure(info, overrides).hparams.model_dump(mode="json")
+    root = root or results_root()
+    refuse_owner_conflict(root, suite_spec, info)
     jobs = len(suite_spec.tasks) * len(suite_spec.seeds)
-    with progress_bar() as progress:
+    log_path = results_root() / "logs" / f"{info.name}_{suite_spec.label}.log"
+    with progress_bar() as progress, job_log(log_path) as keep:
         bar = progress.add_task(f"scoring {info.name} on {suite_spec.label}", total=jobs)
 
         def log(message: str) -> None:
+            keep(message)
             progress.update(bar, description=f"scoring {info.name} on {suite_spec.label}: {message}")
 
         try:
@@ -156,32 +128,28 @@ def score_command(
     failed = [r for r in outcome.results if r.status == "failed"]
     if failed:
         errors.print(f"{len(failed)} of {jobs} jobs failed; the leaderboard was not changed. "
-                     "Finished jobs are cached: fix the method and score again.", markup=False)
+                     f"Finished jobs are cached: fix the method and score again (training log: {log_path}).",
+                     markup=False, soft_wrap=True)
         raise typer.Exit(1)
     source = "defaults" if not overrides else "given on the command line: " + ", ".join(hp or [])
     entry = build_entry(info, hparams, source, suite_spec, outcome.results, str(default_device()))
-    path = write_entry(root, suite_spec, entry)
-    console.print(f"{info.name}: score {entry.primary_score:.4f} ({suite_spec.primary_metric}, mean over tasks); "
-                  f"{outcome.reused} of {jobs} jobs reused from the cache; entry written to {path}")
+    try:
+        path = write_entry(root, suite_spec, entry)
+    except EntryError as error:
+        raise UserError(str(error)) from None
+    console.print(f"{info.name}: score {entry.primary_score:.4f} (mean over tasks of {suite_spec.primary_metric}: "
+                  "0.5 = the model ignores everything but S, 1.0 = it also uses S^c fully); "
+                  f"{outcome.reused} of {jobs} jobs reused from the cache; entry written to {path}",
+                  markup=False, soft_wrap=True)
+    console.print(f"next: sbbench compare {info.name} erm --suite {suite_spec.name} --root {root}   "
+                  f"(or: sbbench leaderboard --suite {suite_spec.name} --root {root})", markup=False, soft_wrap=True)
 
 
-@data_app.command("export")
-def export_command(
-    task: Annotated[str, typer.Argument(help="task name")],
-    out: Annotated[Path, typer.Option(help="output .npz file")],
-    seed: Annotated[int, typer.Option(help="data seed")] = 0,
-) -> None:
-    """Write a task's data for one seed as .npz (see docs/data-format.md)."""
-    data = task_named(task).build(seed)
-    rotation = data.space.rotation
-    np.savez_compressed(
-        out,
-        x_train=data.train.x.numpy(), y_train=data.train.y.numpy(),
-        x_test=data.test.x.numpy(), y_test=data.test.y.numpy(),
-        rotation=np.eye(data.space.n_features, dtype=np.float32) if rotation is None else rotation.numpy(),
-        block_S=np.asarray(data.space.blocks["S"]), block_Sc=np.asarray(data.space.blocks["Sc"]),
-    )
-    console.print(f"wrote {out} ({len(data.train)} train, {len(data.test)} test, d={data.space.n_features})")
+def refuse_owner_conflict(root: Path, suite: Suite, info: MethodInfo) -> None:
+    """Refuse, before any training, a score whose entry would replace another source's entry."""
+    conflict = owner_conflict(root, suite, info.name, info.source)
+    if conflict is not None:
+        raise UserError(conflict)
 
 
 def check_executor(executor: str, scheduler: str | None) -> None:

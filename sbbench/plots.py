@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from sbbench.data.features import FeatureSpace
 from sbbench.metrics.classification import margin_scores, predict_logits, roc_auc
-from sbbench.metrics.randomization import coordinate_dependence, derive_seed, randomize_block
+from sbbench.metrics.randomization import coordinate_dependence, randomize_block
+from sbbench.seeding import derive_seed
 
 CLASS_COLORS = ("#0072B2", "#E69F00")
 S_COLOR, SC_COLOR = "#D55E00", "#56B4E9"

@@ -1,0 +1,79 @@
+"""The on-disk result cache and the atomic file writes every writer of results uses.
+
+Finished job results live under ``<root>/<key[:2]>/<key>.json`` with a checksum of their
+JSON, written atomically, so a score that is interrupted and started again recomputes only
+the jobs that are missing, and a damaged file is recomputed rather than trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sbbench.results import RunResult
+
+CACHE_ENV = "SBBENCH_CACHE"
+
+
+class CachedResult(BaseModel):
+    """On-disk form of a cached job: the result plus a checksum of its JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checksum: str
+    result: RunResult
+
+
+def _checksum(result: RunResult) -> str:
+    return hashlib.sha256(result.model_dump_json().encode()).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+class ResultCache:
+    """Finished job results under ``root/<key[:2]>/<key>.json``, checksummed.
+
+    A file that does not parse or whose checksum does not match is treated as missing (and
+    removed), so a job is recomputed rather than trusted.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def load(self, key: str) -> RunResult | None:
+        path = self.path(key)
+        try:
+            cached = CachedResult.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValidationError, ValueError):
+            path.unlink(missing_ok=True)
+            return None
+        if cached.checksum != _checksum(cached.result):
+            path.unlink(missing_ok=True)
+            return None
+        return cached.result
+
+    def store(self, key: str, result: RunResult) -> None:
+        record = CachedResult(checksum=_checksum(result), result=result)
+        atomic_write_text(self.path(key), record.model_dump_json())
+
+
+def default_cache_dir() -> Path:
+    """``$SBBENCH_CACHE`` or ``.sbbench/cache`` under the working directory."""
+    return Path(os.environ.get(CACHE_ENV, ".sbbench/cache"))

@@ -1,0 +1,79 @@
+"""Commands that list what the benchmark offers: tasks, suites and methods."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from sbbench.cli.common import app, console, errors
+from sbbench.data.images import DominoSpec
+from sbbench.methods.registry import RegistryError, SubmissionError, claims, clash_message
+from sbbench.suite import SUITES
+from sbbench.tasks import TASKS, Task
+
+
+def _data_summary(task: Task) -> tuple[str, str]:
+    """``(train / test sizes, blocks)`` of a task's dataset, for synthetic and image tasks alike."""
+    data = task.data
+    if isinstance(data, DominoSpec):
+        def cap(per_class: int | None) -> str:
+            return "all" if per_class is None else f"{2 * per_class:,}"
+
+        mnist = "blank" if data.blank_mnist else f"digits {data.digits[0]}/{data.digits[1]}"
+        return (f"{cap(data.max_train_per_class)} / {cap(data.max_test_per_class)}",
+                f"S: MNIST half ({mnist}), S^c: CIFAR-10 half")
+    return f"{data.n_train:,} / {data.n_test:,}", f"S: {data.simple.dims} coord, S^c: {data.complex.dims}"
+
+
+@app.command("tasks")
+def tasks_command() -> None:
+    """List the named tasks with their dataset, blocks, backbone and budget."""
+    table = Table(title="sbbench tasks")
+    for column in ("task", "dataset", "train/test", "blocks", "backbone", "budget"):
+        table.add_column(column, overflow="fold")
+    for task in TASKS.values():
+        budget = task.budget
+        sizes, blocks = _data_summary(task)
+        table.add_row(
+            task.name, task.description, sizes, blocks,
+            f"({task.backbone.width},{task.backbone.depth})-{task.backbone.kind.upper()}",
+            f"{budget.optimizer} lr {budget.lr} mom {budget.momentum} wd {budget.weight_decay} "
+            f"bs {budget.batch_size}, <= {budget.max_epochs} epochs",
+        )
+    console.print(table)
+
+
+@app.command("suites")
+def suites_command() -> None:
+    """List the suites with their version, hash, tasks and seeds."""
+    table = Table(title="sbbench suites")
+    for column in ("suite", "version", "hash", "tasks", "seeds", "score"):
+        table.add_column(column, overflow="fold")
+    for suite in SUITES.values():
+        table.add_row(suite.name, str(suite.version), suite.content_hash()[:16],
+                      ", ".join(t.name for t in suite.tasks), ", ".join(map(str, suite.seeds)),
+                      f"mean {suite.primary_metric} over tasks")
+    console.print(table)
+
+
+@app.command("methods")
+def methods_command() -> None:
+    """List every available method with its track and source; a clash or a broken source is shown, not fatal."""
+    table = Table(title="sbbench methods")
+    for column in ("method", "version", "track", "source"):
+        table.add_column(column, overflow="fold")
+    problems = []
+    for name, claimed in sorted(claims().items()):
+        if len(claimed) > 1:
+            problems.append(clash_message(name, claimed))
+        for claim in claimed:
+            try:
+                info = claim.load()
+            except (RegistryError, SubmissionError) as error:
+                problems.append(str(error))
+                table.add_row(name, "-", "-", f"{claim.source} (broken, see below)")
+                continue
+            note = " (name clash, see below)" if len(claimed) > 1 else ""
+            table.add_row(name, str(info.cls.version), info.cls.track.value, info.source + note)
+    console.print(table)
+    for problem in problems:
+        errors.print(f"warning: {problem}", markup=False, soft_wrap=True)

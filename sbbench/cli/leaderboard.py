@@ -1,0 +1,193 @@
+"""`sbbench leaderboard`: browse, report, render and publish the leaderboard."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sbbench.cli.common import (
+    LEADERBOARD_ROOT,
+    UserError,
+    app,
+    console,
+    errors,
+    hub_snapshot_root,
+    load_named_entry,
+    print_frame,
+    results_root,
+    suite_named,
+)
+from sbbench.leaderboard.render import leaderboard_frame, metric_columns, summary_frame
+from sbbench.leaderboard.report import baseline_report
+from sbbench.leaderboard.store import EntryError, load_entries, suite_dir, suites_with_entries
+from sbbench.suite import Suite
+
+leaderboard_app = typer.Typer(help="Browse the leaderboard (and render or publish it).")
+app.add_typer(leaderboard_app, name="leaderboard")
+
+
+@leaderboard_app.callback(invoke_without_command=True)
+def leaderboard_command(
+    ctx: typer.Context,
+    suite: Annotated[str, typer.Option(help="suite name")] = "synthetic",
+    track: Annotated[str | None, typer.Option(help="only this track (T0, T1, T2, oracle)")] = None,
+    sort: Annotated[str | None, typer.Option(help="sort by this column instead of the score")] = None,
+    format: Annotated[str, typer.Option(help="table, md, csv or json")] = "table",
+    wide: Annotated[bool, typer.Option("--wide", help="table: every task's column of every table metric "
+                                                      "(md, csv and json always have them)")] = False,
+    metrics: Annotated[str | None, typer.Option(help="table: per-task columns of these comma-separated metrics "
+                                                     "instead of the summary")] = None,
+    root: Annotated[Path, typer.Option(help="leaderboard folder (your own scores: --root sbbench-results)")]
+    = LEADERBOARD_ROOT,
+    from_hub: Annotated[str | None, typer.Option(help="browse Hub repository OWNER/NAME from the local Hub cache "
+                                                      "(see `leaderboard pull`) instead of --root")] = None,
+) -> None:
+    """Show the leaderboard of a suite.
+
+    The terminal table shows the score and the mean over tasks of a few metrics; `--metrics` or
+    `--wide` show per-task columns.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if format not in ("table", "md", "csv", "json"):
+        raise UserError(f"--format must be table, md, csv or json, got {format!r}")
+    if from_hub is not None:
+        root = hub_snapshot_root(from_hub)
+    suite_spec = suite_named(suite)
+    try:
+        frame = leaderboard_frame(load_entries(root, suite_spec), suite_spec, track=track, sort=sort)
+        if format == "table" and not frame.empty and not wide:
+            chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+            frame = metric_columns(frame, suite_spec, chosen) if chosen else summary_frame(frame, suite_spec)
+    except (EntryError, KeyError) as error:
+        raise UserError(str(error.args[0])) from None
+    if format == "csv":
+        console.file.write(frame.to_csv(index=False))
+    elif format == "json":
+        console.file.write(frame.to_json(orient="records", indent=1) + "\n")
+    elif format == "md":
+        from sbbench.leaderboard.render import to_markdown
+        console.file.write(to_markdown(frame, suite_spec))
+    else:
+        print_frame(frame, f"sbbench leaderboard: {suite_spec.label} ({root})")
+        _mention_own_results(root, suite_spec)
+
+
+def _mention_own_results(root: Path, suite: Suite) -> None:
+    """Point to the user's own entries of ``suite`` when ``root`` is not where they are."""
+    own = results_root()
+    folder = suite_dir(own, suite) / "entries"
+    if own.resolve() == root.resolve() or not folder.is_dir():
+        return
+    names = sorted(path.stem for path in folder.glob("*.json"))
+    if names:
+        errors.print(f"your own entries for {suite.label} ({', '.join(names)}) are in {own}: "
+                     f"sbbench leaderboard --suite {suite.name} --root {own}", markup=False, soft_wrap=True)
+
+
+@leaderboard_app.command("report")
+def report_command(
+    suite: Annotated[str, typer.Option(help="suite name")] = "synthetic",
+    baseline: Annotated[str, typer.Option(help="the entry every other entry is compared with")] = "erm",
+    metrics: Annotated[str | None, typer.Option(help="comma-separated metrics (default: the primary metric, "
+                                                     "then acc)")] = None,
+    alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05,
+    root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
+) -> None:
+    """Markdown report: each entry against a baseline, per task, paired over seeds."""
+    if not 0.0 < alpha < 1.0:
+        raise UserError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
+    suite_spec = suite_named(suite)
+    chosen = metrics.split(",") if metrics else [suite_spec.primary_metric, "acc"]
+    base = load_named_entry(root, suite_spec, baseline)
+    try:
+        entries = [loaded.entry for loaded in load_entries(root, suite_spec) if not loaded.stale]
+    except EntryError as error:
+        raise UserError(str(error.args[0])) from None
+    console.file.write(baseline_report(entries, base, suite_spec, chosen, alpha) + "\n")
+
+
+def _suites(names: list[str] | None) -> list[Suite] | None:
+    return None if not names else [suite_named(name) for name in names]
+
+
+@leaderboard_app.command("html")
+def html_command(
+    out: Annotated[Path, typer.Option(help="folder to write the site into (created; a previous site is replaced)")],
+    suite: Annotated[list[str] | None, typer.Option(help="only this suite (repeatable); default: all with entries")]
+    = None,
+    root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
+    from_hub: Annotated[str | None, typer.Option(help="render OWNER/NAME from the local Hub cache instead of --root")]
+    = None,
+) -> None:
+    """Render a self-contained static web site (works from file:// and any static host)."""
+    from sbbench.leaderboard.site import SiteError, build_site
+
+    source = hub_snapshot_root(from_hub) if from_hub else root
+    started = time.perf_counter()
+    try:
+        summary = build_site(source, out, _suites(suite))
+    except (SiteError, EntryError) as error:
+        raise UserError(str(error)) from None
+    console.print(f"wrote {summary.pages} pages for {summary.entries} entries "
+                  f"({', '.join(summary.suites) or 'no suite has entries'}) to {out} "
+                  f"in {time.perf_counter() - started:.2f} s; open {out / 'index.html'}", markup=False, soft_wrap=True)
+
+
+@leaderboard_app.command("push")
+def push_command(
+    repo: Annotated[str, typer.Option(help="Hub dataset repository OWNER/NAME")],
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="open a pull request instead of committing")] = False,
+    suite: Annotated[list[str] | None, typer.Option(help="only this suite (repeatable); default: all with entries")]
+    = None,
+    root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
+    message: Annotated[str | None, typer.Option(help="commit or pull-request title")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list the files it would send, send nothing")] = False,
+) -> None:
+    """Upload entries, regenerated tables and the dataset card to a Hub dataset repository."""
+    from sbbench.leaderboard.hub import HubError, file_digest, hub_base, plan_push, push, require_token
+
+    try:
+        token = None if dry_run else require_token()
+        base, parent = hub_base(repo)
+        plan = plan_push(root, base, _suites(suite), parent)
+    except (HubError, EntryError) as error:
+        raise UserError(str(error)) from None
+    console.print(f"{'new repository' if parent is None else f'on top of {repo} at {parent[:12]}'}: "
+                  f"{len(plan.changed_entries)} new or changed entr{'y' if len(plan.changed_entries) == 1 else 'ies'}",
+                  markup=False)
+    for operation in plan.operations:
+        size = len(operation.path_or_fileobj) if isinstance(operation.path_or_fileobj, bytes) else 0
+        console.print(f"  add {operation.path_in_repo} ({size} bytes, sha256 {file_digest(operation)[:12]})",
+                      markup=False)
+    if dry_run:
+        console.print("dry run: nothing was sent", markup=False, soft_wrap=True)
+        return
+    names = ", ".join(Path(path).stem for path in plan.changed_entries)
+    title = message or f"{'Propose' if create_pr else 'Update'} entries {names} ({', '.join(plan.suites)})"
+    try:
+        url = push(plan, repo, create_pr=create_pr, message=title, token=token)
+    except HubError as error:
+        raise UserError(str(error)) from None
+    console.print(f"{'opened pull request' if create_pr else 'committed'}: {url}", markup=False, soft_wrap=True)
+
+
+@leaderboard_app.command("pull")
+def pull_command(
+    repo: Annotated[str, typer.Option(help="Hub dataset repository OWNER/NAME")],
+    revision: Annotated[str | None, typer.Option(help="branch, tag or commit (default: main)")] = None,
+) -> None:
+    """Download a Hub leaderboard into the local Hub cache; browse it with `--from-hub`."""
+    from sbbench.leaderboard.hub import HubError, pull
+
+    try:
+        folder = pull(repo, revision=revision)
+        counts = [f"{s.label}: {len(load_entries(folder, s))} entries" for s in suites_with_entries(folder)]
+    except (HubError, EntryError) as error:
+        raise UserError(str(error)) from None
+    console.print(f"{repo} at revision {folder.name[:12]} is in the local Hub cache ({folder}); "
+                  f"{'; '.join(counts) or 'no entries of a known suite'}", markup=False, soft_wrap=True)
+    console.print(f"browse it with: sbbench leaderboard --from-hub {repo} --suite NAME", markup=False, soft_wrap=True)
