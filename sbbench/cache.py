@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -45,8 +46,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 class ResultCache:
     """Finished job results under ``root/<key[:2]>/<key>.json``, checksummed.
 
-    A file that does not parse or whose checksum does not match is treated as missing (and
-    removed), so a job is recomputed rather than trusted.
+    A file that does not parse or whose checksum does not match, or anything else sitting at
+    the path (a folder), is treated as missing (and removed), so a job is recomputed rather
+    than trusted.
     """
 
     def __init__(self, root: Path) -> None:
@@ -62,16 +64,30 @@ class ResultCache:
         except FileNotFoundError:
             return None
         except (OSError, ValidationError, ValueError):
-            path.unlink(missing_ok=True)
+            _discard(path)
             return None
         if cached.checksum != _checksum(cached.result):
-            path.unlink(missing_ok=True)
+            _discard(path)
             return None
         return cached.result
 
     def store(self, key: str, result: RunResult) -> None:
         record = CachedResult(checksum=_checksum(result), result=result)
-        atomic_write_text(self.path(key), record.model_dump_json())
+        path = self.path(key)
+        if path.is_dir() and not path.is_symlink():
+            _discard(path)
+        atomic_write_text(path, record.model_dump_json())
+
+
+def _discard(path: Path) -> None:
+    """Remove a damaged cache entry, whatever sits at its path (a file, a link or a folder)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink(missing_ok=True)
+        except IsADirectoryError:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def default_cache_dir() -> Path:

@@ -20,12 +20,16 @@ not once per job. A child
 
 The parent kills a child that overruns the time limit (SIGKILL), records "time limit exceeded
 after N s" and starts a fresh child for the next job; a child that dies is recorded with its
-exit code or signal. ``docs/isolation.md`` states what this guarantees and what it does not.
+exit code or signal. Each child leads its own process group (``start_new_session``): a kill
+(time limit, :meth:`IsolatedFit.stop`) and the closing of a child kill the whole group, and after
+every job the processes that ``fit`` started and left running are killed, so none outlives its job.
+``docs/isolation.md`` states what this guarantees and what it does not.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import io
 import os
@@ -147,7 +151,8 @@ class _Worker:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _CHILD_COMMAND, str(to_child), str(to_parent), str(os.getpid()),
                  str(config.memory_bytes), str(config.threads)],
-                pass_fds=(to_child, to_parent), stdin=subprocess.DEVNULL, env=_child_environment())
+                pass_fds=(to_child, to_parent), stdin=subprocess.DEVNULL, env=_child_environment(),
+                start_new_session=True)
         finally:
             os.close(to_child)
             os.close(to_parent)
@@ -187,20 +192,40 @@ class _Worker:
                 raise FitFailure(reason)
 
     def kill(self) -> None:
-        """SIGKILL the child (safe from another thread: the pipes stay open for their owner)."""
+        """SIGKILL the child and every process of its group (safe from another thread: the pipes stay open
+        for their owner)."""
         self.broken = True
+        self._kill_group()
         if self.alive:
             self.process.kill()
         self.process.wait()
+        self._kill_group()
 
     def close(self) -> None:
-        """Ask the child to exit (end of input), killing it if it does not within a few seconds."""
+        """Ask the child to exit (end of input), killing it if it does not within a few seconds; then kill
+        whatever its ``fit`` started that is still running (the child's process group)."""
         self.broken = True
         self._close_pipes()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.kill()
+        self._kill_group()
+
+    def kill_strays(self) -> None:
+        """SIGKILL every process of the child's group but the child: what a finished ``fit`` left running."""
+        if not self.alive:
+            self._kill_group()
+            return
+        for pid in _group_members(self.process.pid):
+            if pid != self.process.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def _kill_group(self) -> None:
+        """SIGKILL the child's process group (the child leads it: ``start_new_session``)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def _await_ready(self) -> None:
         if self._ready:
@@ -239,6 +264,27 @@ class _Worker:
     def _close_pipes(self) -> None:
         self._outbox.close()
         self._inbox.close()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` (read from ``/proc``; empty where there is none)."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            members.append(int(name))
+    return members
 
 
 class _Pool:
@@ -348,6 +394,8 @@ class IsolatedFit:
         finally:
             with self._lock:
                 self._busy.discard(worker)
+            if not worker.broken:
+                worker.kill_strays()
             _POOL.give_back(worker)
 
 

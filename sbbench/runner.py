@@ -8,6 +8,7 @@ carrying the reason; they never escape.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -134,8 +135,27 @@ def run_job(info: MethodInfo, method: Method, task: Task, seed: int, *, device: 
             metrics["feature_availability"] = availability
     except Exception as error:
         return failed_result(info, hparams, task, seed, describe_error(error), time.perf_counter() - started)
+    not_finite = non_finite_metrics(metrics)
+    if not_finite:
+        return failed_result(info, hparams, task, seed,
+                             f"the model's metrics are not finite: {', '.join(not_finite)} (its outputs are "
+                             "probably NaN or infinite on some test inputs or batch sizes)",
+                             time.perf_counter() - started)
     return RunResult(**record, status="ok", metrics=metrics, profiles=evaluation.profiles,
                      train_seconds=trained - started, eval_seconds=time.perf_counter() - trained)
+
+
+def non_finite_metrics(metrics: dict[str, float]) -> list[str]:
+    """``name=value`` of every metric that is not a finite number (NaN, infinite, or not a number at all)."""
+    bad = []
+    for name, value in sorted(metrics.items()):
+        try:
+            finite = math.isfinite(value)
+        except TypeError:
+            finite = False
+        if not finite:
+            bad.append(f"{name}={value}")
+    return bad
 
 
 def extra_test_metrics(model: nn.Module, data: Dataset, batch_size: int) -> dict[str, float]:
@@ -149,7 +169,7 @@ def extra_test_metrics(model: nn.Module, data: Dataset, batch_size: int) -> dict
 
 
 def check_model(model: object, x: torch.Tensor) -> None:
-    """Raise :class:`InvalidModel` unless ``model`` maps ``x`` to finite ``(n, 2)`` logits."""
+    """Raise :class:`InvalidModel` unless ``model`` maps ``x`` to finite ``(n, 2)`` logits with input gradients."""
     if not isinstance(model, nn.Module):
         raise InvalidModel(f"fit must return a torch.nn.Module, got {type(model).__name__}")
     model.eval()
@@ -160,6 +180,34 @@ def check_model(model: object, x: torch.Tensor) -> None:
         raise InvalidModel(f"the model must map a batch of {len(x)} inputs to ({len(x)}, 2) logits, got {shape}")
     if not torch.isfinite(logits).all():
         raise InvalidModel("the model's logits contain NaN or infinite values")
+    if x.is_floating_point():
+        check_input_gradient(model, x)
+
+
+def check_input_gradient(model: nn.Module, x: torch.Tensor) -> None:
+    """Raise :class:`InvalidModel` unless the logit margin has a finite, non-zero gradient w.r.t. ``x``.
+
+    The adversarial metrics attack the model through its input gradient; a model that detaches
+    its input (gradient masking) or whose input gradient is zero or non-finite would make them
+    meaningless. Only the input gets a gradient: the parameters' ``.grad`` stay untouched.
+    """
+    inputs = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(inputs)
+        if not isinstance(logits, torch.Tensor) or not logits.requires_grad:
+            raise InvalidModel("the model's logits do not depend on its input through autograd (the input is "
+                               "detached or the forward runs without gradients); the adversarial metrics need "
+                               "input gradients")
+        (gradient,) = torch.autograd.grad((logits[:, 1] - logits[:, 0]).sum(), inputs, allow_unused=True)
+    if gradient is None:
+        raise InvalidModel("the model's logits do not depend on its input through autograd (the input is "
+                           "detached); the adversarial metrics need input gradients")
+    if not torch.isfinite(gradient).all():
+        raise InvalidModel("the gradient of the model's logits with respect to its input contains NaN or "
+                           "infinite values; the adversarial metrics need finite input gradients")
+    if not gradient.any():
+        raise InvalidModel("the gradient of the model's logits with respect to its input is zero on every "
+                           "checked input (masked gradients); the adversarial metrics need input gradients")
 
 
 DEVICE_ENV = "SBBENCH_DEVICE"

@@ -198,7 +198,7 @@ def retrainable(entry: Entry, suite: Suite) -> tuple[MethodInfo, dict[str, Any]]
                           f"{entry.method.code_hash[:12]}, now {info.code_hash[:12]}); re-training other code "
                           "cannot vouch for the entry: score it again")
     try:
-        hparams = info.cls.HParams.model_validate(entry.method.hparams).model_dump(mode="json")
+        hparams = info.make(entry.method.hparams).hparams.model_dump(mode="json")
     except ValidationError as error:
         raise VerifyError(f"the entry's hyperparameters are not valid for {info.name!r}: "
                           f"{error.errors()[0]['msg']}") from None

@@ -98,6 +98,26 @@ def assert_one_clear_error(args: list[str], watched: Path) -> str:
     return errors[0]
 
 
+def assert_skipped_with_a_warning(args: list[str], watched: Path) -> str:
+    """Run ``sbbench ARGS``; assert exit 0, one ``warning:`` line, no traceback and no change under ``watched``."""
+    before = snapshot(watched)
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["sbbench", *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        sys.argv = argv
+    text = err.getvalue()
+    assert exited.value.code == 0, (args, text, out.getvalue())
+    assert "Traceback" not in text + out.getvalue(), text
+    warnings = [line for line in text.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1, text
+    assert snapshot(watched) == before, f"{args} changed files on disk"
+    return warnings[0]
+
+
 # --- strategies ------------------------------------------------------------------------------------------------------
 
 printable = st.characters(blacklist_categories=("Cs", "Cc"))
@@ -227,7 +247,7 @@ def test_invalid_submission_metadata_is_one_clear_error(table: dict[str, Any]) -
 
 @PROPERTY
 @given(data=st.data())
-def test_malformed_entry_files_are_one_clear_error_for_every_reader(data: st.DataObject) -> None:
+def test_malformed_entry_files_are_skipped_by_the_table_and_one_clear_error_for_the_rest(data: st.DataObject) -> None:
     content = data.draw(st.one_of(st.binary(max_size=200),
                                   mutated(VALID_ENTRY).map(lambda doc: json.dumps(doc).encode())))
     with workspace() as base:
@@ -241,8 +261,9 @@ def test_malformed_entry_files_are_one_clear_error_for_every_reader(data: st.Dat
         else:
             assume(False)
         root = str(base / "board")
-        for args in (["leaderboard", "--suite", "ci", "--root", root],
-                     ["compare", "erm", "erm", "--suite", "ci", "--root", root],
+        warning = assert_skipped_with_a_warning(["leaderboard", "--suite", "ci", "--root", root], base)
+        assert str(path) in warning, warning
+        for args in (["compare", "erm", "erm", "--suite", "ci", "--root", root],
                      ["verify", "erm", "--suite", "ci", "--root", root],
                      ["verify", str(path)]):
             line = assert_one_clear_error(args, base)

@@ -51,12 +51,16 @@ def test_score_writes_the_users_results_folder_and_never_the_committed_leaderboa
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "sbbench-results" / "ci-v1" / "entries" / "erm.json").is_file()
     assert list((tmp_path / "leaderboard").iterdir()) == []
+    mixup = sbbench("score", str(EXAMPLE), "--suite", "ci", cwd=tmp_path)
+    assert mixup.returncode == 0, mixup.stderr
+    assert "next: sbbench compare example-mixup erm --suite ci" in " ".join(mixup.stdout.split())
     published = sbbench("score", "erm", "--suite", "ci", "--root", "leaderboard", cwd=tmp_path)
     assert published.returncode == 0, published.stderr
     assert (tmp_path / "leaderboard" / "ci-v1" / "entries" / "erm.json").is_file()
     # 4. The printed score says what it means and what to do next.
     text = " ".join(done.stdout.split())
-    assert "0.5 = the model ignores everything but S" in text and "next: sbbench compare erm erm" in text
+    assert "0.5 = the model ignores everything but S" in text
+    assert "next: sbbench leaderboard --suite ci --root sbbench-results" in text
 
 
 def test_readme_states_the_time_meaning_and_next_step_of_its_main_command() -> None:
@@ -150,8 +154,14 @@ def test_submissions_are_found_from_a_subfolder(tmp_path: Path, monkeypatch: pyt
 # 8. compare defaulted to the synthetic suite and praised a method that had lost its accuracy.
 def test_compare_finds_the_suite_both_entries_have_and_explains_a_missing_one(tmp_path: Path) -> None:
     root = str(REPO / "leaderboard")
-    done = sbbench("compare", "erm", "erm", "--root", root, cwd=tmp_path)
-    assert done.returncode == 2 and "choose one with --suite" in done.stderr
+    default = sbbench("compare", "erm", "erm", "--root", root, cwd=tmp_path, columns=200)
+    assert default.returncode == 0 and "on synthetic-v1" in default.stdout, "synthetic when both have it"
+    for suite in ("smoke", "ci"):
+        target = tmp_path / "lb" / f"{suite}-v1" / "entries"
+        target.mkdir(parents=True)
+        shutil.copy(REPO / "leaderboard" / f"{suite}-v1" / "entries" / "erm.json", target)
+    several = sbbench("compare", "erm", "erm", "--root", "lb", cwd=tmp_path)
+    assert several.returncode == 2 and "choose one with --suite" in several.stderr
     missing = sbbench("compare", "example-mixup", "erm", "--root", root, cwd=tmp_path, columns=300)
     assert missing.returncode == 2 and "sbbench score example-mixup --suite" in missing.stderr
     smoke = sbbench("compare", "erm", "erm", "--suite", "smoke", "--root", root, cwd=tmp_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +255,18 @@ def test_example_submission_scores_and_its_entry_is_written_validated_and_tabula
     assert rows[0]["status"] == "unverified" and rows[0]["track"] == "T0"
     markdown = (folder / "LEADERBOARD.md").read_text()
     assert "example-mixup" in markdown
+
+
+def test_every_builtin_key_names_its_class_and_resolving_one_imports_only_it() -> None:
+    for name in BUILTIN_METHODS:
+        assert resolve_method(name, submissions_dir=None).cls.name == name
+    code = ("import sys; from sbbench.methods.registry import resolve_method; resolve_method('erm', "
+            "submissions_dir=None); print(sorted(m for m in sys.modules if m.startswith('sbbench.methods.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "sbbench.methods.erm" in loaded and "sbbench.methods.sam" not in loaded and "divdis" not in loaded
+
+
+def test_a_builtin_whose_class_name_differs_from_its_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BUILTIN_METHODS, "not-erm", BUILTIN_METHODS["erm"])
+    with pytest.raises(RegistryError, match="its class is named 'erm'; the two names must match"):
+        resolve_method("not-erm", submissions_dir=None)

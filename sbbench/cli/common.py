@@ -202,16 +202,27 @@ def method_named(name_or_path: str) -> MethodInfo:
 
 @contextmanager
 def job_log(path: Path) -> Iterator[Callable[[str], None]]:
-    """A callback that appends each training message, timestamped, to ``path`` (kept after the progress bar)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S} sbbench {' '.join(sys.argv[1:])}\n")
+    """A callback that appends each training message, timestamped, to ``path`` (kept after the progress bar).
 
-        def keep(message: str) -> None:
-            handle.write(f"{datetime.now():%H:%M:%S} {message}\n")
-            handle.flush()
+    The file (and its folder) is created at the first message, so a command that fails before
+    training writes nothing.
+    """
+    handle = None
 
+    def keep(message: str) -> None:
+        nonlocal handle
+        if handle is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a")  # noqa: SIM115  (closed when the block ends)
+            handle.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S} sbbench {' '.join(sys.argv[1:])}\n")
+        handle.write(f"{datetime.now():%H:%M:%S} {message}\n")
+        handle.flush()
+
+    try:
         yield keep
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 def progress_bar() -> Progress:

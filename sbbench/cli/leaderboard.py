@@ -20,9 +20,16 @@ from sbbench.cli.common import (
     results_root,
     suite_named,
 )
+from sbbench.leaderboard.entry import LoadedEntry
 from sbbench.leaderboard.render import leaderboard_frame, metric_columns, summary_frame
 from sbbench.leaderboard.report import baseline_report
-from sbbench.leaderboard.store import EntryError, load_entries, suite_dir, suites_with_entries
+from sbbench.leaderboard.store import (
+    EntryError,
+    NewerEntryError,
+    load_entries,
+    suite_dir,
+    suites_with_entries,
+)
 from sbbench.suite import Suite
 
 leaderboard_app = typer.Typer(help="Browse the leaderboard (and render or publish it).")
@@ -58,7 +65,7 @@ def leaderboard_command(
         root = hub_snapshot_root(from_hub)
     suite_spec = suite_named(suite)
     try:
-        frame = leaderboard_frame(load_entries(root, suite_spec), suite_spec, track=track, sort=sort)
+        frame = leaderboard_frame(_readable_entries(root, suite_spec), suite_spec, track=track, sort=sort)
         if format == "table" and not frame.empty and not wide:
             chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
             frame = metric_columns(frame, suite_spec, chosen) if chosen else summary_frame(frame, suite_spec)
@@ -74,6 +81,23 @@ def leaderboard_command(
     else:
         print_frame(frame, f"sbbench leaderboard: {suite_spec.label} ({root})")
         _mention_own_results(root, suite_spec)
+
+
+def _readable_entries(root: Path, suite: Suite) -> list[LoadedEntry]:
+    """The suite's readable entries; a warning line for each skipped file (an entry of a newer sbbench: an error)."""
+    problems: list[EntryError] = []
+    loaded = load_entries(root, suite, problems)
+    newer = [problem for problem in problems if isinstance(problem, NewerEntryError)]
+    if newer:
+        raise newer[0]
+    warn_skipped(problems)
+    return loaded
+
+
+def warn_skipped(problems: list[EntryError]) -> None:
+    """One warning line per entry file left out because it cannot be read."""
+    for problem in problems:
+        errors.print(f"warning: skipped an entry file: {problem}", markup=False, soft_wrap=True)
 
 
 def _mention_own_results(root: Path, suite: Suite) -> None:
@@ -104,7 +128,7 @@ def report_command(
     chosen = metrics.split(",") if metrics else [suite_spec.primary_metric, "acc"]
     base = load_named_entry(root, suite_spec, baseline)
     try:
-        entries = [loaded.entry for loaded in load_entries(root, suite_spec) if not loaded.stale]
+        entries = [loaded.entry for loaded in _readable_entries(root, suite_spec) if not loaded.stale]
     except EntryError as error:
         raise UserError(str(error.args[0])) from None
     console.file.write(baseline_report(entries, base, suite_spec, chosen, alpha) + "\n")
@@ -185,7 +209,7 @@ def pull_command(
 
     try:
         folder = pull(repo, revision=revision)
-        counts = [f"{s.label}: {len(load_entries(folder, s))} entries" for s in suites_with_entries(folder)]
+        counts = [f"{s.label}: {len(_readable_entries(folder, s))} entries" for s in suites_with_entries(folder)]
     except (HubError, EntryError) as error:
         raise UserError(str(error)) from None
     console.print(f"{repo} at revision {folder.name[:12]} is in the local Hub cache ({folder}); "

@@ -133,16 +133,22 @@ def score_command(
         raise typer.Exit(1)
     source = "defaults" if not overrides else "given on the command line: " + ", ".join(hp or [])
     entry = build_entry(info, hparams, source, suite_spec, outcome.results, str(default_device()))
+    skipped: list[EntryError] = []
     try:
-        path = write_entry(root, suite_spec, entry)
+        path = write_entry(root, suite_spec, entry, skipped)
     except EntryError as error:
         raise UserError(str(error)) from None
+    for problem in skipped:
+        errors.print(f"warning: the tables leave out an entry file that cannot be read: {problem}", markup=False,
+                     soft_wrap=True)
     console.print(f"{info.name}: score {entry.primary_score:.4f} (mean over tasks of {suite_spec.primary_metric}: "
                   "0.5 = the model ignores everything but S, 1.0 = it also uses S^c fully); "
                   f"{outcome.reused} of {jobs} jobs reused from the cache; entry written to {path}",
                   markup=False, soft_wrap=True)
-    console.print(f"next: sbbench compare {info.name} erm --suite {suite_spec.name} --root {root}   "
-                  f"(or: sbbench leaderboard --suite {suite_spec.name} --root {root})", markup=False, soft_wrap=True)
+    browse = f"sbbench leaderboard --suite {suite_spec.name} --root {root}"
+    compare = f"sbbench compare {info.name} erm --suite {suite_spec.name}"
+    console.print(f"next: {browse}" if info.name == "erm" else f"next: {compare}   (or: {browse})", markup=False,
+                  soft_wrap=True)
 
 
 def refuse_owner_conflict(root: Path, suite: Suite, info: MethodInfo) -> None:

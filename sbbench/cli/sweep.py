@@ -88,9 +88,13 @@ def sweep_command(
         raise typer.Exit(1)
     entry = build_entry(info, outcome.best.hparams, outcome.source, suite_spec, scored.results,
                         str(default_device()))
+    skipped: list[EntryError] = []
     try:
-        path = write_entry(root or results_root(), suite_spec, entry)
+        path = write_entry(root or results_root(), suite_spec, entry, skipped)
     except EntryError as error:
         raise UserError(str(error)) from None
+    for problem in skipped:
+        errors.print(f"warning: the tables leave out an entry file that cannot be read: {problem}", markup=False,
+                     soft_wrap=True)
     console.print(f"{info.name}: score {entry.primary_score:.4f} ({suite_spec.primary_metric}, mean over tasks); "
                   f"entry written to {path}")

@@ -85,7 +85,8 @@ class Entry(BaseModel):
     provenance: Provenance
     suite: SuiteRef
     primary_metric: str
-    primary_score: float = Field(description="mean over tasks of the primary metric's seed mean")
+    primary_score: float = Field(description="mean over tasks of the primary metric's seed mean (finite)",
+                                 allow_inf_nan=False)
     aggregates: dict[str, dict[str, Summary]] = Field(description="task -> metric -> summary over seeds")
     runs: list[RunResult]
     wall_seconds: float = Field(description="summed train + evaluation time of all runs")

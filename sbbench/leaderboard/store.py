@@ -34,6 +34,10 @@ class EntryError(ValueError):
     """An entry file is unreadable or does not match the schema; the message names the file."""
 
 
+class NewerEntryError(EntryError):
+    """An entry file written by a newer sbbench: not damaged, but this sbbench cannot read it (upgrade)."""
+
+
 def suite_dir(root: Path, suite: Suite) -> Path:
     return root / suite.label
 
@@ -68,7 +72,7 @@ def build_entry(info: MethodInfo, hparams: dict, hparams_source: str, suite: Sui
         name=info.name, display_name=(meta.display_name if meta and meta.display_name else info.name),
         version=str(info.cls.version), track=info.cls.track.value, code_hash=info.code_hash, hparams=hparams,
         hparams_source=hparams_source, source=info.source, authors=list(meta.authors) if meta else [],
-        paper=meta.paper if meta else getattr(info.cls, "paper", None),
+        paper=meta.paper if meta else info.cls.paper,
         description=meta.description if meta else (info.cls.__doc__ or "").strip().split("\n")[0],
     )
     return Entry(method=card, provenance=provenance(device),
@@ -83,6 +87,11 @@ def read_entry(path: Path) -> Entry:
         data = path.read_bytes()
         other_version = _other_schema_version(data)
         if other_version is not None:
+            if other_version["schema_version"] > ENTRY_SCHEMA_VERSION:
+                try:
+                    migrate(other_version)
+                except SchemaError as error:
+                    raise NewerEntryError(f"{path}: {error}") from error
             return Entry.model_validate(migrate(other_version))
         return Entry.model_validate_json(data)
     except OSError as error:
@@ -107,13 +116,25 @@ def _other_schema_version(data: bytes) -> dict | None:
     return None
 
 
-def load_entries(root: Path, suite: Suite) -> list[LoadedEntry]:
-    """Every entry of ``suite`` under ``root``, each flagged stale when its suite hash differs."""
+def load_entries(root: Path, suite: Suite, problems: list[EntryError] | None = None) -> list[LoadedEntry]:
+    """Every entry of ``suite`` under ``root``, each flagged stale when its suite hash differs.
+
+    With a ``problems`` list, an entry file that cannot be read or is invalid (including one
+    written by a newer sbbench: :class:`NewerEntryError`) is skipped and its :class:`EntryError`
+    appended there, so one broken file does not hide the others; without one, the first such file
+    raises its :class:`EntryError`.
+    """
     folder = suite_dir(root, suite) / "entries"
     current = suite.content_hash()
     loaded = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        entry = read_entry(path)
+        try:
+            entry = read_entry(path)
+        except EntryError as error:
+            if problems is None:
+                raise
+            problems.append(error)
+            continue
         loaded.append(LoadedEntry(entry=entry, path=path, stale=entry.suite.hash != current))
     return loaded
 
@@ -138,10 +159,12 @@ def owner_conflict(root: Path, suite: Suite, name: str, source: str) -> str | No
             f"in its submission.toml), write to another --root, or remove {path} first")
 
 
-def write_entry(root: Path, suite: Suite, entry: Entry) -> Path:
+def write_entry(root: Path, suite: Suite, entry: Entry, problems: list[EntryError] | None = None) -> Path:
     """Write ``entry`` atomically under the suite's lock, then regenerate the tables.
 
     Raises :class:`EntryError` when the file holds another source's entry (:func:`owner_conflict`).
+    Other entry files that cannot be read are left out of the tables and, when given, appended to
+    ``problems``.
     """
     path = entry_path(root, suite, entry.method.name)
     with suite_lock(root, suite):
@@ -149,7 +172,7 @@ def write_entry(root: Path, suite: Suite, entry: Entry) -> Path:
         if conflict is not None:
             raise EntryError(conflict)
         atomic_write_text(path, entry.model_dump_json(indent=1) + "\n")
-        regenerate_tables(root, suite)
+        regenerate_tables(root, suite, problems)
     return path
 
 
@@ -160,12 +183,19 @@ def suite_lock(root: Path, suite: Suite) -> FileLock:
     return FileLock(folder / ".lock")
 
 
-def regenerate_tables(root: Path, suite: Suite) -> None:
-    """Rewrite ``leaderboard.csv`` and ``LEADERBOARD.md`` from the entry files (caller holds the lock)."""
+def regenerate_tables(root: Path, suite: Suite, problems: list[EntryError] | None = None) -> list[EntryError]:
+    """Rewrite ``leaderboard.csv`` and ``LEADERBOARD.md`` from the entry files (caller holds the lock).
+
+    Entry files that cannot be read are left out; they are returned (and appended to ``problems``).
+    """
     folder = suite_dir(root, suite)
-    frame = leaderboard_frame(load_entries(root, suite), suite)
+    skipped: list[EntryError] = []
+    frame = leaderboard_frame(load_entries(root, suite, skipped), suite)
+    if problems is not None:
+        problems.extend(skipped)
     atomic_write_text(folder / "leaderboard.csv", frame.to_csv(index=False))
     atomic_write_text(folder / "LEADERBOARD.md", to_markdown(frame, suite))
+    return skipped
 
 
 def _git_commit() -> str:

@@ -45,9 +45,9 @@ class Track(str, Enum):
 
 
 class HParams(BaseModel):
-    """Base class of hyperparameter models: frozen, unknown keys rejected."""
+    """Base class of hyperparameter models: frozen, unknown keys and non-finite floats (inf, NaN) rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def hparam(default: Any, *, low: float | None = None, high: float | None = None, log: bool = False,
@@ -183,6 +183,8 @@ class Method(ABC):
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
+    paper: ClassVar[str | None] = None
+    """Link to the method's paper, shown on the leaderboard (a submission's TOML ``paper`` wins)."""
     track: ClassVar[Track] = Track.T0
     HParams: ClassVar[type[HParams]] = HParams
     default_hparams: ClassVar[HParams | None] = None
