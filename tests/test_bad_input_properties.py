@@ -78,8 +78,11 @@ def workspace() -> Iterator[Path]:
             os.chdir(previous)
 
 
-def assert_one_clear_error(args: list[str], watched: Path) -> str:
-    """Run ``sbbench ARGS``; assert exit 2, one ``error:`` line, no traceback and no change under ``watched``."""
+def run_main(args: list[str], watched: Path) -> tuple[int, str, str]:
+    """Run ``sbbench ARGS`` in this process and return (exit code, stdout, stderr).
+
+    Asserts that no traceback was printed and nothing under ``watched`` changed.
+    """
     before = snapshot(watched)
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv
@@ -89,32 +92,26 @@ def assert_one_clear_error(args: list[str], watched: Path) -> str:
             main()
     finally:
         sys.argv = argv
-    text = err.getvalue()
-    assert exited.value.code == 2, (args, text, out.getvalue())
-    assert "Traceback" not in text + out.getvalue(), text
+    assert "Traceback" not in err.getvalue() + out.getvalue(), err.getvalue()
+    assert snapshot(watched) == before, f"{args} changed files on disk"
+    return exited.value.code, out.getvalue(), err.getvalue()
+
+
+def assert_one_clear_error(args: list[str], watched: Path) -> str:
+    """Run ``sbbench ARGS``; assert exit 2, one ``error:`` line, no traceback and no change under ``watched``."""
+    code, out, text = run_main(args, watched)
+    assert code == 2, (args, text, out)
     errors = [line for line in text.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and text.endswith("\n") and errors[0] == text.splitlines()[-1], text
-    assert snapshot(watched) == before, f"{args} changed files on disk"
     return errors[0]
 
 
 def assert_skipped_with_a_warning(args: list[str], watched: Path) -> str:
     """Run ``sbbench ARGS``; assert exit 0, one ``warning:`` line, no traceback and no change under ``watched``."""
-    before = snapshot(watched)
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["sbbench", *args]
-    try:
-        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        sys.argv = argv
-    text = err.getvalue()
-    assert exited.value.code == 0, (args, text, out.getvalue())
-    assert "Traceback" not in text + out.getvalue(), text
+    code, out, text = run_main(args, watched)
+    assert code == 0, (args, text, out)
     warnings = [line for line in text.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1, text
-    assert snapshot(watched) == before, f"{args} changed files on disk"
     return warnings[0]
 
 

@@ -19,8 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 import sbbench
+from sbbench.leaderboard.entry import Entry
 from sbbench.leaderboard.render import column_label, format_value
-from sbbench.leaderboard.store import EntryError, entry_path, read_entry
+from sbbench.leaderboard.store import EntryError, entry_path, read_entry, write_entry
 from sbbench.methods.registry import MethodInfo, RegistryError, SubmissionError, resolve_method
 from sbbench.results import RunResult
 from sbbench.suite import SUITES, Suite, get_suite
@@ -133,6 +134,19 @@ def load_named_entry(root: Path, suite: Suite, name: str):
         return read_entry(path)
     except EntryError as error:
         raise UserError(str(error)) from None
+
+
+def publish_entry(root: Path, suite: Suite, entry: Entry) -> Path:
+    """Write ``entry`` under ``root`` (a refused write is one error line); warn about entry files the tables skip."""
+    skipped: list[EntryError] = []
+    try:
+        path = write_entry(root, suite, entry, skipped)
+    except EntryError as error:
+        raise UserError(str(error)) from None
+    for problem in skipped:
+        errors.print(f"warning: the tables leave out an entry file that cannot be read: {problem}", markup=False,
+                     soft_wrap=True)
+    return path
 
 
 def hub_snapshot_root(repo: str) -> Path:

@@ -22,13 +22,14 @@ from sbbench.cli.common import (
     method_named,
     parse_overrides,
     progress_bar,
+    publish_entry,
     report_result,
     results_root,
     suite_named,
     task_named,
 )
 from sbbench.executors import EXECUTORS, ClusterError
-from sbbench.leaderboard.store import EntryError, build_entry, owner_conflict, write_entry
+from sbbench.leaderboard.store import build_entry, owner_conflict
 from sbbench.methods.registry import MethodInfo
 from sbbench.results import RunResult
 from sbbench.runner import default_device, run_job
@@ -133,14 +134,7 @@ def score_command(
         raise typer.Exit(1)
     source = "defaults" if not overrides else "given on the command line: " + ", ".join(hp or [])
     entry = build_entry(info, hparams, source, suite_spec, outcome.results, str(default_device()))
-    skipped: list[EntryError] = []
-    try:
-        path = write_entry(root, suite_spec, entry, skipped)
-    except EntryError as error:
-        raise UserError(str(error)) from None
-    for problem in skipped:
-        errors.print(f"warning: the tables leave out an entry file that cannot be read: {problem}", markup=False,
-                     soft_wrap=True)
+    path = publish_entry(root, suite_spec, entry)
     console.print(f"{info.name}: score {entry.primary_score:.4f} (mean over tasks of {suite_spec.primary_metric}: "
                   "0.5 = the model ignores everything but S, 1.0 = it also uses S^c fully); "
                   f"{outcome.reused} of {jobs} jobs reused from the cache; entry written to {path}",

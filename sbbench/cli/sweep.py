@@ -16,11 +16,12 @@ from sbbench.cli.common import (
     errors,
     method_named,
     progress_bar,
+    publish_entry,
     report_result,
     results_root,
     suite_named,
 )
-from sbbench.leaderboard.store import EntryError, build_entry, write_entry
+from sbbench.leaderboard.store import build_entry
 from sbbench.runner import default_device
 from sbbench.scoring import score
 from sbbench.sweep import SELECTION_METRIC, Trial, run_sweep, search_space
@@ -88,13 +89,6 @@ def sweep_command(
         raise typer.Exit(1)
     entry = build_entry(info, outcome.best.hparams, outcome.source, suite_spec, scored.results,
                         str(default_device()))
-    skipped: list[EntryError] = []
-    try:
-        path = write_entry(root or results_root(), suite_spec, entry, skipped)
-    except EntryError as error:
-        raise UserError(str(error)) from None
-    for problem in skipped:
-        errors.print(f"warning: the tables leave out an entry file that cannot be read: {problem}", markup=False,
-                     soft_wrap=True)
+    path = publish_entry(root or results_root(), suite_spec, entry)
     console.print(f"{info.name}: score {entry.primary_score:.4f} ({suite_spec.primary_metric}, mean over tasks); "
                   f"entry written to {path}")
