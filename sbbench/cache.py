@@ -84,10 +84,7 @@ def _discard(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        try:
-            path.unlink(missing_ok=True)
-        except IsADirectoryError:
-            shutil.rmtree(path, ignore_errors=True)
+        path.unlink(missing_ok=True)
 
 
 def default_cache_dir() -> Path:

@@ -172,7 +172,9 @@ def write_entry(root: Path, suite: Suite, entry: Entry, problems: list[EntryErro
         if conflict is not None:
             raise EntryError(conflict)
         atomic_write_text(path, entry.model_dump_json(indent=1) + "\n")
-        regenerate_tables(root, suite, problems)
+        skipped = regenerate_tables(root, suite)
+    if problems is not None:
+        problems.extend(skipped)
     return path
 
 
@@ -183,16 +185,14 @@ def suite_lock(root: Path, suite: Suite) -> FileLock:
     return FileLock(folder / ".lock")
 
 
-def regenerate_tables(root: Path, suite: Suite, problems: list[EntryError] | None = None) -> list[EntryError]:
+def regenerate_tables(root: Path, suite: Suite) -> list[EntryError]:
     """Rewrite ``leaderboard.csv`` and ``LEADERBOARD.md`` from the entry files (caller holds the lock).
 
-    Entry files that cannot be read are left out; they are returned (and appended to ``problems``).
+    Entry files that cannot be read are left out and returned.
     """
     folder = suite_dir(root, suite)
     skipped: list[EntryError] = []
     frame = leaderboard_frame(load_entries(root, suite, skipped), suite)
-    if problems is not None:
-        problems.extend(skipped)
     atomic_write_text(folder / "leaderboard.csv", frame.to_csv(index=False))
     atomic_write_text(folder / "LEADERBOARD.md", to_markdown(frame, suite))
     return skipped
