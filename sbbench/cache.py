@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -48,11 +50,12 @@ class ResultCache:
 
     A file that does not parse or whose checksum does not match, or anything else sitting at
     the path (a folder), is treated as missing (and removed), so a job is recomputed rather
-    than trusted.
+    than trusted; ``warn`` gets one line saying so (default: printed to stderr).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, warn: Callable[[str], None] | None = None) -> None:
         self.root = root
+        self.warn = warn or _print_warning
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -63,11 +66,11 @@ class ResultCache:
             cached = CachedResult.model_validate_json(path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValidationError, ValueError):
-            _discard(path)
+        except (OSError, ValidationError, ValueError) as error:
+            self._discard(path, "a folder" if path.is_dir() else f"unreadable ({type(error).__name__})")
             return None
         if cached.checksum != _checksum(cached.result):
-            _discard(path)
+            self._discard(path, "its checksum does not match")
             return None
         return cached.result
 
@@ -75,16 +78,20 @@ class ResultCache:
         record = CachedResult(checksum=_checksum(result), result=result)
         path = self.path(key)
         if path.is_dir() and not path.is_symlink():
-            _discard(path)
+            self._discard(path, "a folder")
         atomic_write_text(path, record.model_dump_json())
 
+    def _discard(self, path: Path, why: str) -> None:
+        """Remove a damaged cache entry, whatever sits at its path (a file, a link or a folder), and say so."""
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        self.warn(f"warning: damaged cache entry {path} ({why}) removed; its job is computed again")
 
-def _discard(path: Path) -> None:
-    """Remove a damaged cache entry, whatever sits at its path (a file, a link or a folder)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+
+def _print_warning(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def default_cache_dir() -> Path:

@@ -1,13 +1,16 @@
-"""Executors: where the jobs of a score run. One registry, one signature.
+"""Executors: where the jobs of a score or a sweep run. One registry, one signature.
 
 An executor takes a :class:`Batch` (the method, the pending jobs keyed by cache key, the
 suite's limits, the parallelism) and yields ``(key, RunResult)`` as each job finishes, in any
 order. Failures are results, never exceptions, except :class:`ClusterError` when a Dask
-cluster cannot be reached at all.
+cluster cannot be reached at all. A job is a scored job (:func:`sbbench.runner.run_job`) or,
+when its :attr:`JobSpec.holdout` is set, a sweep trial (:func:`sbbench.selection.run_trial`):
+both kinds run on every executor, with the same isolation and limits (:func:`run_spec`).
 
 * ``isolated`` (the default): ``fit`` in persistent child processes under the suite's limits
   (:mod:`sbbench.isolation`); data, checks and metrics stay in this process;
-* ``inline``: everything in this process, for debugging;
+* ``inline``: everything in this process, for debugging: the method's code is imported here,
+  so this executor is outside the trust boundary (``sbbench verify`` never uses it);
 * ``dask``: the jobs on the Dask cluster at ``scheduler``, each worker isolating ``fit``;
 * ``dask-local``: the same on a local Dask cluster of ``workers`` single-core processes.
 
@@ -32,9 +35,10 @@ from pydantic import BaseModel, ConfigDict
 
 import sbbench
 from sbbench.isolation import SLOW_MALLOC_SETTINGS, IsolatedFit, Limits
-from sbbench.methods.registry import MethodInfo, resolve_method
+from sbbench.methods.registry import MethodInfo
 from sbbench.results import RunResult
-from sbbench.runner import describe_error, failed_result, run_job
+from sbbench.runner import Fitter, describe_error, failed_result, fit_in_process, run_job
+from sbbench.selection import run_trial
 from sbbench.tasks import Task
 
 
@@ -43,20 +47,39 @@ class ClusterError(RuntimeError):
 
 
 class JobSpec(BaseModel):
-    """Everything a worker needs to run one job; a pure description, cheap to pickle."""
+    """Everything a worker needs to run one job; a pure description, cheap to pickle.
+
+    Attributes:
+        hparams: the full, validated hyperparameters.
+        task: the task.
+        seed: the data seed.
+        holdout: ``None`` for a scored job (evaluated on the test split); for a sweep trial the
+            share of the training split held out as its selection set (T0, T1, oracle; a T2
+            trial is scored on the validation set), see :mod:`sbbench.selection`.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    method_ref: str
     hparams: dict[str, Any]
     task: Task
     seed: int
+    holdout: float | None = None
 
     def key(self, code_hash: str, suite_hash: str) -> str:
-        """The job's result-cache key: sha256 of (sbbench version, suite, code, hyperparameters, task, seed)."""
-        payload = json.dumps([sbbench.__version__, suite_hash, code_hash, self.hparams, self.task.name,
-                              self.task.content_hash(), self.seed], sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()
+        """The job's result-cache key.
+
+        A scored job: sha256 of (sbbench version, suite, code, hyperparameters, task, seed). A
+        trial: sha256 of (``"sweep-trial"``, sbbench version, code, hyperparameters, task, seed,
+        holdout), without the suite (a trial's result does not depend on it); the leading tag
+        keeps the two kinds of keys apart.
+        """
+        if self.holdout is None:
+            payload = [sbbench.__version__, suite_hash, code_hash, self.hparams, self.task.name,
+                       self.task.content_hash(), self.seed]
+        else:
+            payload = ["sweep-trial", sbbench.__version__, code_hash, self.hparams, self.task.name,
+                       self.task.content_hash(), self.seed, self.holdout]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -83,15 +106,24 @@ class Batch:
 Executor = Callable[[Batch], Iterator[tuple[str, RunResult]]]
 
 
+def run_spec(info: MethodInfo, job: JobSpec, *, fit: Fitter,
+             log: Callable[[str], None] = lambda message: None) -> RunResult:
+    """Run one job with ``fit`` as its training step: a sweep trial or a scored job, as ``job`` says."""
+    if job.holdout is not None:
+        return run_trial(info, job.hparams, job.task, job.seed, job.holdout, fit=fit, log=log)
+    return run_job(info, job.hparams, job.task, job.seed, log=log, fit=fit)
+
+
 def run_inline(batch: Batch) -> Iterator[tuple[str, RunResult]]:
-    """Every job in this process, one after another (no isolation, no limits)."""
+    """Every job in this process, one after another (no isolation, no limits; the method's code runs here)."""
     for key, job in batch.jobs:
-        yield key, run_job(batch.info, batch.info.make(job.hparams), job.task, job.seed, log=_job_log(batch, job))
+        yield key, run_spec(batch.info, job, fit=fit_in_process, log=_job_log(batch, job))
 
 
 def _job_log(batch: Batch, job: JobSpec) -> Callable[[str], None]:
     """``batch.log`` with each message prefixed by its job (parallel jobs' messages interleave)."""
-    return lambda message: batch.log(f"{job.task.name} seed {job.seed}: {message}")
+    what = f"{job.task.name} seed {job.seed}" + (" (sweep trial)" if job.holdout is not None else "")
+    return lambda message: batch.log(f"{what}: {message}")
 
 
 def run_isolated(batch: Batch) -> Iterator[tuple[str, RunResult]]:
@@ -104,11 +136,11 @@ def run_isolated(batch: Batch) -> Iterator[tuple[str, RunResult]]:
     them cost 38% more wall time on 2 cores, OpenMP threads spinning against each other).
     """
     info, workers = batch.info, batch.workers
-    fitter = IsolatedFit(method_ref=info.ref, code_hash=info.code_hash, limits=batch.limits,
-                         threads=None if workers == 1 else 1, slots=threading.Semaphore(workers))
+    fitter = IsolatedFit(limits=batch.limits, threads=None if workers == 1 else 1,
+                         slots=threading.Semaphore(workers))
 
     def one(job: JobSpec) -> RunResult:
-        return run_job(info, info.make(job.hparams), job.task, job.seed, log=_job_log(batch, job), fit=fitter)
+        return run_spec(info, job, fit=fitter, log=_job_log(batch, job))
 
     parent_threads = torch.get_num_threads()
     if workers > 1:
@@ -131,7 +163,7 @@ def run_on_dask(batch: Batch) -> Iterator[tuple[str, RunResult]]:
     info = batch.info
     jobs = dict(batch.jobs)
     with dask_client(batch.scheduler, batch.workers) as client:
-        for key, outcome in map_on_dask(client, execute_job, batch.jobs, (info.code_hash, batch.limits),
+        for key, outcome in map_on_dask(client, execute_job, batch.jobs, (info, batch.limits),
                                         name=lambda key: f"sbbench-job-{key}"):
             if isinstance(outcome, RunResult):
                 yield key, outcome
@@ -153,7 +185,7 @@ EXECUTOR_REGISTRY: dict[str, Executor] = {
     "dask": run_on_dask,
     "dask-local": run_on_local_dask,
 }
-"""Executor name -> executor; ``sbbench score --executor NAME``."""
+"""Executor name -> executor; ``sbbench score --executor NAME``, ``sbbench sweep --executor NAME``."""
 
 EXECUTORS: tuple[str, ...] = tuple(EXECUTOR_REGISTRY)
 
@@ -170,21 +202,17 @@ def execute(executor: str, batch: Batch) -> Iterator[tuple[str, RunResult]]:
 # --- the Dask side --------------------------------------------------------------------------------------------
 
 
-def execute_job(job: JobSpec, code_hash: str, limits: Limits) -> RunResult:
-    """Run one job in this process with ``fit`` isolated (what Dask workers execute).
+def execute_job(job: JobSpec, info: MethodInfo, limits: Limits) -> RunResult:
+    """Run one job (scored or trial) in this process with ``fit`` isolated (what Dask workers execute).
 
-    ``code_hash`` is the method code the submitting process scored; a worker that finds other
-    code records a failed job. The job uses one torch thread, here and in the fit child: a
-    Dask worker runs one job per worker thread, so its threads are its cores.
+    ``info`` is the method as the submitting process resolved it (data: the worker imports no
+    method code); the worker's fit child refuses when its copy of the code has another hash,
+    and the job fails with that reason. The job uses one torch thread, here and in the fit
+    child: a Dask worker runs one job per worker thread, so its threads are its cores.
     """
-    info = resolve_method(job.method_ref)
-    if info.code_hash != code_hash:
-        return failed_result(info, job.hparams, job.task, job.seed,
-                             f"this worker has other code for {info.name!r} (hash {info.code_hash[:12]}, "
-                             f"expected {code_hash[:12]}): install the same version on every worker")
     torch.set_num_threads(1)
-    fitter = IsolatedFit(method_ref=job.method_ref, code_hash=code_hash, limits=limits, threads=1)
-    return run_job(info, info.make(job.hparams), job.task, job.seed, fit=fitter)
+    fitter = IsolatedFit(limits=limits, threads=1)
+    return run_spec(info, job, fit=fitter)
 
 
 @contextmanager

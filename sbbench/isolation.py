@@ -2,9 +2,12 @@
 
 The process that scores (the *parent*) builds each job's data, gives the method exactly the
 :class:`~sbbench.methods.base.TrainContext` that :func:`sbbench.runner.train_context` built for
-its track (sent with cloudpickle, so the backbone factory travels as that same closure), and
-receives the trained module back. The test split never leaves the parent, which checks and
-evaluates the model: :func:`sbbench.runner.run_job` with an :class:`IsolatedFit` as its fitter.
+its track (sent with cloudpickle: parent to child only), and receives the trained model back
+**as data**: the child exports it (:func:`sbbench.models.transfer.export_model`) and the parent
+rebuilds it from ATen operators and tensors (:func:`~sbbench.models.transfer.load_model`), so
+no code of the method ever runs in the parent. Every message from the child is JSON, never a
+pickle. The test split never leaves the parent, which checks and evaluates the model:
+:func:`sbbench.runner.run_job` with an :class:`IsolatedFit` as its fitter.
 
 Children are started once (``python -c`` with a private pair of pipes) and reused by every later
 job that needs the same limits, so interpreter and torch start-up are paid once per worker,
@@ -12,6 +15,9 @@ not once per job. A child
 
 * runs under ``RLIMIT_AS`` (soft and hard limit, so the method cannot raise it) when it trains
   on the CPU, and reports an allocation failure as "memory limit exceeded" (then retires);
+  the parent also sums the resident memory of the child's whole process group twice a second
+  and kills the group when the sum exceeds the limit (``RLIMIT_AS`` binds each process alone:
+  processes that ``fit`` starts inherit it one by one);
 * ignores SIGINT (the parent decides when it stops) and exits by itself when its parent dies,
   even when the parent was killed with SIGKILL;
 * follows the parent's ``sys.path`` and working directory for each job, so it finds the same
@@ -32,6 +38,7 @@ import atexit
 import contextlib
 import importlib
 import io
+import json
 import os
 import pickle
 import resource
@@ -43,17 +50,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Literal
 
 import cloudpickle
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from sbbench.methods.base import Method, TrainContext
-from sbbench.methods.registry import resolve_method
+from sbbench.methods.base import TrainContext
+from sbbench.methods.registry import MethodInfo, current_code_hash
+from sbbench.models.transfer import TransferError, export_model, load_model
 from sbbench.runner import FitFailure, describe_error
 from sbbench.suite import Suite
-from sbbench.tasks import Task
 
 START_SECONDS = 600.0
 """How long a fresh child may take to import torch and sbbench before it counts as failed."""
@@ -76,6 +84,11 @@ class Limits:
         return cls(seconds=suite.fit_seconds_limit, memory_gb=suite.fit_memory_limit_gb)
 
 
+DEFAULT_LIMITS = Limits(seconds=Suite.model_fields["fit_seconds_limit"].default,
+                        memory_gb=Suite.model_fields["fit_memory_limit_gb"].default)
+"""The limits of a fit outside any suite (``sbbench run``, ``sbbench plot``): a suite's defaults."""
+
+
 @dataclass(frozen=True)
 class _Config:
     """How a child is started; children are reused only by jobs with the same configuration."""
@@ -88,12 +101,31 @@ class _Config:
 class _Request:
     """One job, as the child receives it."""
 
-    method_ref: str
-    code_hash: str
+    info: MethodInfo
     hparams: dict[str, Any]
     context: TrainContext
     sys_path: list[str]
     cwd: str
+
+
+class _Message(BaseModel):
+    """A message from a child: parsed from JSON and validated, never unpickled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["ready", "log", "model", "stale", "failed"]
+    text: str = ""
+    retire: bool = False
+
+
+MESSAGE_BYTES = 1024**2
+"""The longest JSON message a child may send (a log line, a reason)."""
+
+MODEL_BYTES = 16 * 1024**3
+"""The largest model archive a child may send."""
+
+MEMORY_POLL_SECONDS = 0.5
+"""How often the parent sums the resident memory of a child's process group."""
 
 
 class _CompactPickler(cloudpickle.CloudPickler):
@@ -163,33 +195,45 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def fit(self, payload: bytes, seconds: float, log: Callable[[str], None]) -> bytes:
-        """Send one pickled request and return the pickled model; raise :class:`FitFailure` otherwise."""
+    def fit(self, payload: bytes, limits: Limits, log: Callable[[str], None]) -> bytes:
+        """Send one pickled request and return the model archive; raise :class:`FitFailure` otherwise.
+
+        A watchdog thread enforces the limits (it kills the child's group, which ends any read
+        here), so a child that stalls in the middle of a message cannot hold the parent.
+        """
         self._await_ready()
         try:
             self._outbox.send_bytes(payload)
         except OSError:
             raise self._death() from None
         self.served += 1
-        deadline = time.monotonic() + seconds
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._inbox.poll(remaining):
-                self.kill()
-                self._close_pipes()
-                raise FitFailure(f"time limit exceeded after {seconds:g} s (the suite's fit_seconds_limit)")
-            message = self._receive()
-            if message[0] == "log":
-                log(message[1])
-            elif message[0] == "model":
-                return message[1]
-            elif message[0] == "stale":
-                self.broken = True
-                raise _StaleWorker(message[1])
-            else:
-                _, reason, retire = message
-                self.broken = retire
-                raise FitFailure(reason)
+        watchdog = _Watchdog(self, limits)
+        watchdog.start()
+        try:
+            while True:
+                message = self._receive()
+                if message.kind == "log":
+                    log(message.text)
+                elif message.kind == "model":
+                    return self._receive_bytes(MODEL_BYTES)
+                elif message.kind == "stale":
+                    self.broken = True
+                    raise _StaleWorker(message.text)
+                else:
+                    self.broken = message.retire or message.kind != "failed"
+                    raise FitFailure(message.text if message.kind == "failed" else
+                                     f"the fit process sent an unexpected {message.kind!r} message")
+        except FitFailure:
+            if watchdog.reason is not None:
+                raise FitFailure(watchdog.reason) from None
+            raise
+        finally:
+            watchdog.stop()
+
+    def _fail(self, reason: str) -> None:
+        self.kill()
+        self._close_pipes()
+        raise FitFailure(reason)
 
     def kill(self) -> None:
         """SIGKILL the child and every process of its group (safe from another thread: the pipes stay open
@@ -234,16 +278,21 @@ class _Worker:
             self.kill()
             self._close_pipes()
             raise FitFailure(f"the fit process did not start within {START_SECONDS:g} s")
-        if self._receive() != ("ready",):
-            self.kill()
-            self._close_pipes()
-            raise FitFailure("the fit process sent an unexpected first message")
+        if self._receive().kind != "ready":
+            self._fail("the fit process sent an unexpected first message")
         self._ready = True
 
-    def _receive(self) -> tuple:
+    def _receive(self) -> _Message:
+        raw = self._receive_bytes(MESSAGE_BYTES)
         try:
-            return self._inbox.recv()
-        except (EOFError, OSError, pickle.UnpicklingError):
+            return _Message.model_validate_json(raw)
+        except ValidationError:
+            self._fail("the fit process sent a malformed message")
+
+    def _receive_bytes(self, limit: int) -> bytes:
+        try:
+            return self._inbox.recv_bytes(limit)
+        except (EOFError, OSError):
             raise self._death() from None
 
     def _death(self) -> FitFailure:
@@ -266,6 +315,19 @@ class _Worker:
         self._inbox.close()
 
 
+def group_resident_bytes(pgid: int) -> int:
+    """The resident memory (RSS) of every process of group ``pgid`` together, in bytes (from ``/proc``)."""
+    total = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in _group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as handle:
+                total += int(handle.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def _group_members(pgid: int) -> list[int]:
     """The processes of process group ``pgid`` (read from ``/proc``; empty where there is none)."""
     members = []
@@ -285,6 +347,40 @@ def _group_members(pgid: int) -> list[int]:
         if len(fields) > 2 and int(fields[2]) == pgid:
             members.append(int(name))
     return members
+
+
+class _Watchdog(threading.Thread):
+    """Kills a worker's process group when its fit overruns the time limit or the group's memory limit.
+
+    ``reason`` says why, once it has killed.
+    """
+
+    def __init__(self, worker: _Worker, limits: Limits) -> None:
+        super().__init__(daemon=True, name="sbbench-fit-watchdog")
+        self.worker, self.limits = worker, limits
+        self.reason: str | None = None
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.limits.seconds
+        while not self._stopped.wait(max(0.0, min(MEMORY_POLL_SECONDS, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return self._kill(f"time limit exceeded after {self.limits.seconds:g} s (the suite's "
+                                  "fit_seconds_limit; raise it with --fit-seconds)")
+            if self.limits.memory_gb is None:
+                continue
+            used = group_resident_bytes(self.worker.process.pid)
+            if used > self.limits.memory_gb * _GB:
+                return self._kill(f"memory limit exceeded: the fit process and the processes it started held "
+                                  f"{used / _GB:.2f} GB together (limit {self.limits.memory_gb:g} GB; raise it "
+                                  "with --fit-memory-gb)")
+
+    def _kill(self, reason: str) -> None:
+        self.reason = reason
+        self.worker.kill()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 class _Pool:
@@ -331,15 +427,11 @@ class IsolatedFit:
     """A :data:`sbbench.runner.Fitter` that trains in a child process of this process's pool.
 
     Attributes:
-        method_ref: how the child finds the method (registry name or submission folder).
-        code_hash: the method code the parent resolved; a child that finds other code refuses.
         limits: the suite's time and memory limits.
         threads: torch threads of the child (``None``: this process's current setting).
         slots: bounds how many children train at once for this fitter.
     """
 
-    method_ref: str
-    code_hash: str
     limits: Limits
     threads: int | None = None
     slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
@@ -347,11 +439,13 @@ class IsolatedFit:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _stopped: bool = field(default=False, init=False, repr=False)
 
-    def __call__(self, method: Method, ctx: TrainContext, task: Task) -> nn.Module:
-        """Train ``method`` on ``ctx`` in a child and return the model, loaded here."""
-        request = _Request(method_ref=self.method_ref, code_hash=self.code_hash,
-                           hparams=method.hparams.model_dump(mode="json"), context=replace(ctx, log=_quiet),
-                           sys_path=list(sys.path), cwd=os.getcwd())
+    def __call__(self, info: MethodInfo, hparams: dict[str, Any], ctx: TrainContext) -> nn.Module:
+        """Train the method on ``ctx`` in a child and return the model, rebuilt here from the child's archive.
+
+        The child checks that the method's code still has ``info.code_hash``.
+        """
+        request = _Request(info=info, hparams=hparams, context=replace(ctx, log=_quiet), sys_path=list(sys.path),
+                           cwd=os.getcwd())
         try:
             payload = _dumps(request)
         except Exception as error:
@@ -362,14 +456,13 @@ class IsolatedFit:
                          threads=self.threads or torch.get_num_threads())
         with self.slots:
             try:
-                model = self._fit(config, payload, ctx.log)
+                archive = self._fit(config, payload, ctx.log)
             except _StaleWorker:
-                model = self._fit(config, payload, ctx.log, fresh=True)
+                archive = self._fit(config, payload, ctx.log, fresh=True)
         try:
-            return pickle.loads(model)
-        except Exception as error:
-            raise FitFailure(f"the trained model cannot be loaded by the evaluating process: "
-                             f"{describe_error(error)}") from error
+            return load_model(archive, ctx.device)
+        except TransferError as error:
+            raise FitFailure(f"the trained model cannot be loaded by the evaluating process: {error}") from None
 
     def stop(self) -> None:
         """Kill the children training for this fitter now and refuse further jobs."""
@@ -386,7 +479,7 @@ class IsolatedFit:
             worker = _Worker(config) if fresh else _POOL.take(config)
             self._busy.add(worker)
         try:
-            return worker.fit(payload, self.limits.seconds, log)
+            return worker.fit(payload, self.limits, log)
         except _StaleWorker as stale:
             if fresh:
                 raise FitFailure(f"the fit process cannot load the method: {stale}") from None
@@ -411,16 +504,19 @@ def serve() -> None:
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     torch.set_num_threads(threads)
-    outbox.send(("ready",))
+    _send(outbox, "ready")
     served = 0
     while True:
         try:
             payload = inbox.recv_bytes()
         except (EOFError, OSError):
             return
-        reply = _answer(payload, outbox, reused=served > 0, memory_bytes=memory_bytes)
+        _answer(payload, outbox, reused=served > 0, memory_bytes=memory_bytes)
         served += 1
-        outbox.send(reply)
+
+
+def _send(outbox: Connection, kind: str, text: str = "", retire: bool = False) -> None:
+    outbox.send_bytes(json.dumps({"kind": kind, "text": text, "retire": retire}).encode())
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -429,34 +525,40 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def _answer(payload: bytes, outbox: Connection, *, reused: bool, memory_bytes: int) -> tuple:
+def _answer(payload: bytes, outbox: Connection, *, reused: bool, memory_bytes: int) -> None:
+    """Train one request's method and send its model archive, or the reason it failed."""
     try:
         request: _Request = pickle.loads(payload)
         sys.path[:] = request.sys_path
         os.chdir(request.cwd)
         importlib.invalidate_caches()
-        info = resolve_method(request.method_ref)
-        if info.code_hash != request.code_hash:
-            raise FitFailure(f"method {request.method_ref!r} has code hash {info.code_hash[:12]} here, "
-                             f"{request.code_hash[:12]} in the scoring process (its code changed while scoring)")
-        method = info.make(request.hparams)
+        info = request.info
+        found = current_code_hash(info)
+        if found != info.code_hash:
+            raise FitFailure(f"method {info.ref!r} has code hash {found[:12]} here, {info.code_hash[:12]} in the "
+                             "scoring process (its code changed while scoring)")
+        cls = info.load_class()
+        method = cls(cls.HParams.model_validate(request.hparams))
     except Exception as error:
         if reused:
-            return ("stale", describe_error(error))
-        return ("failed", f"the fit process cannot load the method: {describe_error(error)}", False)
+            return _send(outbox, "stale", describe_error(error))
+        return _send(outbox, "failed", f"the fit process cannot load the method: {describe_error(error)}")
+    ctx = replace(request.context, log=lambda message: _send(outbox, "log", str(message)))
     try:
-        torch.manual_seed(request.context.seed)
-        model = method.fit(replace(request.context, log=lambda message: outbox.send(("log", str(message)))))
+        torch.manual_seed(ctx.seed)
+        model = method.fit(ctx)
+        if not isinstance(model, nn.Module):
+            return _send(outbox, "failed", f"fit must return a torch.nn.Module, got {type(model).__name__}")
+        archive = export_model(model, ctx.train.x[:8])
+    except TransferError as error:
+        return _send(outbox, "failed", str(error))
     except Exception as error:
         if _out_of_memory(error):
             limit = f"{memory_bytes / _GB:g} GB address space" if memory_bytes else "no limit set"
-            return ("failed", f"memory limit exceeded ({limit}): {describe_error(error)}", True)
-        return ("failed", describe_error(error), False)
-    try:
-        return ("model", cloudpickle.dumps(model))
-    except Exception as error:
-        return ("failed", f"the trained model cannot be sent to the evaluating process: {describe_error(error)}",
-                _out_of_memory(error))
+            return _send(outbox, "failed", f"memory limit exceeded ({limit}): {describe_error(error)}", True)
+        return _send(outbox, "failed", describe_error(error))
+    _send(outbox, "model")
+    outbox.send_bytes(archive)
 
 
 def _out_of_memory(error: BaseException) -> bool:

@@ -1,9 +1,13 @@
 """Running one job: build the task's data, let the method fit, evaluate on held-out data.
 
-A job is a pure function of (method class + hyperparameters, task, seed): the data, the
-initialisation and the shuffling all derive from the seed, so every executor gives the same
-numbers. Errors inside the method or the evaluation become a failed :class:`RunResult`
-carrying the reason; they never escape.
+A job is a pure function of (method code + hyperparameters, task, seed), so every executor
+gives the same numbers. The job's ``seed`` is its *data seed*: the data and the evaluation's
+random draws derive from it. The method sees only its own *method seed*,
+:func:`method_seed` (a one-way hash of the data seed), which seeds torch's global RNG before
+``fit`` and is ``ctx.seed``: a method cannot recover the data seed from it, so it cannot
+regenerate its job's data (test split, which block is S) from the public generator.
+Errors inside the method or the evaluation become a failed :class:`RunResult` carrying the
+reason; they never escape.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import torch
 from torch import nn
 
 from sbbench.data.dataset import Dataset
-from sbbench.methods.base import Method, Track, TrainContext
+from sbbench.methods.base import Track, TrainContext
 from sbbench.methods.registry import MethodInfo
 from sbbench.metrics.availability import feature_availability
 from sbbench.metrics.classification import accuracy, margin_scores, predict_logits, roc_auc
 from sbbench.metrics.evaluate import evaluate
+from sbbench.models import BackboneFactory
 from sbbench.results import RunResult
 from sbbench.seeding import derive_seed
 from sbbench.tasks import Task
@@ -45,13 +50,24 @@ class FitFailure(RuntimeError):
     """
 
 
-Fitter = Callable[[Method, TrainContext, Task], nn.Module]
-"""How ``run_job`` calls ``fit``: given the method, its context and the task; returns the trained model."""
+Fitter = Callable[[MethodInfo, dict[str, Any], TrainContext], nn.Module]
+"""How ``run_job`` trains: given the method, its validated hyperparameters and the context; returns the model."""
 
 
-def fit_in_process(method: Method, ctx: TrainContext, task: Task) -> nn.Module:
-    """The default :data:`Fitter`: ``method.fit(ctx)`` in this process."""
+def fit_in_process(info: MethodInfo, hparams: dict[str, Any], ctx: TrainContext) -> nn.Module:
+    """The in-process :data:`Fitter`: imports the method's class here and calls ``fit`` (no isolation).
+
+    Seeds torch's global RNG with ``ctx.seed`` first, as a fit process does.
+    """
+    cls = info.load_class()
+    method = cls(cls.HParams.model_validate(hparams))
+    torch.manual_seed(ctx.seed)
     return method.fit(ctx)
+
+
+def method_seed(data_seed: int) -> int:
+    """The seed a method sees for the job of ``data_seed`` (one-way: it does not reveal ``data_seed``)."""
+    return derive_seed(data_seed, "method")
 
 
 def build_data(task: Task, seed: int) -> Dataset:
@@ -67,7 +83,7 @@ def build_data(task: Task, seed: int) -> Dataset:
 
 def method_fields(info: MethodInfo, hparams: dict[str, Any]) -> dict[str, object]:
     """The :class:`RunResult` fields that identify a method configured with ``hparams`` (validated, as JSON)."""
-    return {"method": info.name, "method_version": str(info.cls.version), "track": Track(info.cls.track).value,
+    return {"method": info.name, "method_version": info.version, "track": info.track.value,
             "code_hash": info.code_hash, "hparams": hparams}
 
 
@@ -80,16 +96,17 @@ def failed_result(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: i
 
 def train_context(task: Task, data: Dataset, track: Track, seed: int, device: torch.device,
                   log: Callable[[str], None]) -> TrainContext:
-    """What a method of ``track`` may see of ``data``: never the test split."""
+    """What a method of ``track`` may see of ``data`` (the draw for data seed ``seed``): never the test split,
+    the data seed or the task's generator; ``ctx.seed`` is :func:`method_seed`."""
     sees_pool = track in (Track.T1, Track.T2)
     input_shape = data.space.input_shape
     return TrainContext(
         train=_to(data.train, device),
         input_shape=input_shape,
         budget=task.budget,
-        seed=seed,
+        seed=method_seed(seed),
         device=device,
-        make_backbone=lambda: task.make_backbone(input_shape).to(device),
+        make_backbone=BackboneFactory(task.backbone, input_shape, device),
         pool=data.pool.x.to(device) if sees_pool and data.pool is not None else None,
         val=_to(data.val, device) if track == Track.T2 and data.val is not None else None,
         space=data.space if track == Track.ORACLE else None,
@@ -97,34 +114,35 @@ def train_context(task: Task, data: Dataset, track: Track, seed: int, device: to
     )
 
 
-def fit_job(info: MethodInfo, method: Method, task: Task, data: Dataset, seed: int, *, device: torch.device,
-            log: Callable[[str], None] = lambda message: None, fit: Fitter = fit_in_process) -> nn.Module:
-    """Train ``method`` on ``data`` (the draw of ``task`` for ``seed``) exactly as a scored job does.
+def fit_job(info: MethodInfo, hparams: dict[str, Any], task: Task, data: Dataset, seed: int, *,
+            device: torch.device, log: Callable[[str], None] = lambda message: None,
+            fit: Fitter = fit_in_process) -> nn.Module:
+    """Train the method on ``data`` (the draw of ``task`` for data seed ``seed``) exactly as a scored job does.
 
-    Seeds torch's global RNG with ``seed``, builds the track's :class:`TrainContext` (never the
-    test split), calls ``fit`` and checks that the result is a usable 2-logit model. Raises
-    whatever ``fit`` raises, or :class:`InvalidModel`.
+    Builds the track's :class:`TrainContext` (never the test split), calls ``fit`` and checks
+    that the result is a usable 2-logit model. Raises whatever ``fit`` raises, or
+    :class:`InvalidModel`.
     """
-    torch.manual_seed(seed)
-    model = fit(method, train_context(task, data, info.cls.track, seed, device, log), task)
+    model = fit(info, hparams, train_context(task, data, info.track, seed, device, log))
     check_model(model, data.train.x[:8].to(device))
     return model
 
 
-def run_job(info: MethodInfo, method: Method, task: Task, seed: int, *, device: torch.device | None = None,
+def run_job(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: int, *, device: torch.device | None = None,
             log: Callable[[str], None] = lambda message: None, fit: Fitter = fit_in_process) -> RunResult:
-    """Train ``method`` on ``task`` at ``seed`` and evaluate it; failures are recorded, not raised.
+    """Train the method (configured with the validated ``hparams``) on ``task`` at data seed ``seed`` and
+    evaluate it; failures are recorded, not raised.
 
-    ``fit`` runs the training step (default: in this process; :mod:`sbbench.isolation` runs it
-    in a child process); data, the model check and the evaluation always happen here.
+    ``fit`` runs the training step (:mod:`sbbench.isolation` runs it in a child process; the
+    default, in this process, is for built-in methods and debugging); data, the model check and
+    the evaluation always happen here.
     """
     device = device or default_device()
-    hparams = method.hparams.model_dump(mode="json")
     record = {**method_fields(info, hparams), "task": task.name, "task_hash": task.content_hash(), "seed": seed}
     started = time.perf_counter()
     try:
         data = build_data(task, seed)
-        model = fit_job(info, method, task, data, seed, device=device, log=log, fit=fit)
+        model = fit_job(info, hparams, task, data, seed, device=device, log=log, fit=fit)
         trained = time.perf_counter()
         evaluation = evaluate(model, data.test.x.to(device), data.test.y.to(device), data.space, task.metrics,
                               seed=seed)

@@ -3,7 +3,9 @@
 Each job's result is stored in the :class:`~sbbench.cache.ResultCache` under
 :meth:`~sbbench.executors.JobSpec.key` as soon as it finishes, so a score that is
 interrupted and started again recomputes only the jobs that are missing. The jobs run on one
-of :data:`~sbbench.executors.EXECUTORS`; only this process reads and writes the cache.
+of :data:`~sbbench.executors.EXECUTORS`; only this process reads and writes the cache. Without
+a cache (``cache=None``: ``sbbench verify``) results stay in memory: nothing about the jobs, their
+seeds included, is written to disk, where the fit processes (the same user) could read it.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ def score(
     hparams: dict[str, Any],
     suite: Suite,
     *,
-    cache: ResultCache,
+    cache: ResultCache | None,
     workers: int = 1,
     executor: str = "isolated",
     scheduler: str | None = None,
+    limits: Limits | None = None,
     on_result: Callable[[RunResult, bool], None] = lambda result, reused: None,
     log: Callable[[str], None] = lambda message: None,
 ) -> ScoreOutcome:
@@ -45,16 +48,18 @@ def score(
 
     ``hparams`` must be the full, validated hyperparameters (``model_dump(mode="json")``).
     ``on_result(result, reused)`` is called once per job as it becomes available. Failed jobs
-    are stored too, but retried by the next score. ``workers`` is the number of parallel
-    processes (ignored by ``inline``); ``scheduler`` the Dask scheduler address (``dask`` only).
+    are stored too, but retried by the next score. ``cache=None`` reads and stores nothing
+    (every job runs; results are kept in memory only). ``workers`` is the number of parallel
+    processes (ignored by ``inline``); ``scheduler`` the Dask scheduler address (``dask`` only);
+    ``limits`` replace the suite's limits of one ``fit`` (``--fit-seconds``, ``--fit-memory-gb``).
     Raises :class:`sbbench.executors.ClusterError` when a Dask executor cannot start.
     """
     suite_hash = suite.content_hash()
-    jobs = [JobSpec(method_ref=info.ref, hparams=hparams, task=task, seed=seed)
+    jobs = [JobSpec(hparams=hparams, task=task, seed=seed)
             for task in suite.tasks for seed in suite.seeds]
     keys = [job.key(info.code_hash, suite_hash) for job in jobs]
     results: dict[str, RunResult] = {}
-    for key in keys:
+    for key in keys if cache is not None else []:
         cached = cache.load(key)
         if cached is not None and cached.status == "ok":
             results[key] = cached
@@ -62,9 +67,11 @@ def score(
     reused = len(results)
     pending = sorted(((key, job) for key, job in zip(keys, jobs, strict=True) if key not in results),
                      key=lambda item: -_work_estimate(item[1].task))
-    batch = Batch(info=info, jobs=pending, limits=Limits.of(suite), workers=workers, scheduler=scheduler, log=log)
+    batch = Batch(info=info, jobs=pending, limits=limits or Limits.of(suite), workers=workers, scheduler=scheduler,
+                  log=log)
     for key, result in execute(executor, batch):
-        cache.store(key, result)
+        if cache is not None:
+            cache.store(key, result)
         results[key] = result
         on_result(result, False)
     return ScoreOutcome(results=[results[key] for key in keys], reused=reused)

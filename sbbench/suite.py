@@ -69,6 +69,8 @@ SUITES: dict[str, Suite] = {
         description="one tiny LMS-5 task, 2 seeds, cheap metrics: checks that a method runs (seconds)",
         tasks=(TASKS["lms5-smoke"],),
         seeds=(0, 1),
+        fit_seconds_limit=300.0,
+        fit_memory_limit_gb=4.0,
     ),
     "ci": Suite(
         name="ci",
@@ -76,6 +78,8 @@ SUITES: dict[str, Suite] = {
         description="one 10-dimensional LMS-5 task, 4 seeds: checks scoring, caching and verification (seconds)",
         tasks=(TASKS["lms5-ci"],),
         seeds=(0, 1, 2, 3),
+        fit_seconds_limit=300.0,
+        fit_memory_limit_gb=4.0,
     ),
     "images": Suite(
         name="images",

@@ -7,11 +7,17 @@ A sweep of ``K`` trials on a suite:
    independently: log-uniform or uniform on ``[low, high]`` (rounded for integer fields) or
    uniform over the choices. Fields without a range keep their defaults. The draws come from
    their own generator, ``derive_seed(seed, "sweep draws")``, so they depend on the sweep seed
-   only: not on the training seeds, torch's global RNG or anything a trial does.
+   only: not on the training seeds, torch's global RNG or anything a trial does. The ranges and
+   defaults are read from the method's description (its ``HParams`` JSON schema), and all draws
+   are validated by the method's ``HParams`` in one call (one child process for a method that is
+   not built in): no method code runs in this process.
 2. **Trials.** Each trial trains once per task of the suite, at the single data and training
    seed ``TRIAL_SEED_BASE + seed`` (10000 + seed: never one of a suite's scoring seeds, and the
-   same for every trial, so trials differ only in their hyperparameters).
-3. **Selection data**, by the method's track:
+   same for every trial, so trials differ only in their hyperparameters). Every (trial, task)
+   is a job (:class:`~sbbench.executors.JobSpec` with a ``holdout``) run by the same executors
+   as a score: by default ``fit`` runs in an isolated child process under the suite's time and
+   memory limits (:mod:`sbbench.isolation`), and a failure is a failed result with its reason.
+3. **Selection data**, by the method's track (:mod:`sbbench.selection`):
 
    * T0, T1 and oracle: a held-out share (``holdout``, default 20%) of the *training split*,
      carved inside the job with a seeded permutation; the method trains on the rest.
@@ -25,72 +31,74 @@ A sweep of ``K`` trials on a suite:
 5. The chosen setting is then scored over the suite's own seeds with the normal
    :func:`sbbench.scoring.score` path, and the entry records the search in ``hparams_source``.
 
-Trials are cached in the result cache like scored jobs, under keys of their own.
+Trials are cached in the result cache like scored jobs, under keys of their own
+(:meth:`sbbench.executors.JobSpec.key`), so an interrupted sweep reruns only the trials that
+are missing or failed.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-import sbbench
 from sbbench.cache import ResultCache
-from sbbench.data.dataset import Dataset, LabeledSet
-from sbbench.methods.base import Method, Track
-from sbbench.methods.registry import MethodInfo
-from sbbench.metrics.classification import accuracy, predict_logits
+from sbbench.executors import Batch, JobSpec, execute
+from sbbench.isolation import Limits
+from sbbench.methods.registry import HParamsError, MethodInfo
 from sbbench.results import RunResult
-from sbbench.runner import build_data, default_device, describe_error, failed_result, fit_job, method_fields
 from sbbench.seeding import derive_seed
+from sbbench.selection import SELECTION_METRIC, selection_rule
 from sbbench.suite import Suite
-from sbbench.tasks import Task
 
 TRIAL_SEED_BASE = 10_000
 """Trials train at seed ``TRIAL_SEED_BASE + sweep seed``, outside every suite's scoring seeds."""
 
-SELECTION_METRIC = "selection_acc"
-"""The metric key of a trial's result: accuracy on its selection set."""
+__all__ = ["SELECTION_METRIC", "TRIAL_SEED_BASE", "SweepOutcome", "Trial", "draw_hparams", "run_sweep",
+           "search_space", "select_trial", "selection_rule", "trial_jobs", "trial_seed"]
 
 
-def search_space(cls: type[Method]) -> dict[str, dict[str, Any]]:
+def search_space(info: MethodInfo) -> dict[str, dict[str, Any]]:
     """Field name -> search spec (``{"low", "high", "log"}`` or ``{"choices"}``) plus ``"type"``.
 
-    Read from the JSON schema of ``cls.HParams``, in declaration order; fields without a
-    range are absent.
+    Read from the method's ``HParams`` JSON schema (``info.description.hparams_schema``), in
+    declaration order; fields without a range are absent.
     """
-    properties = cls.HParams.model_json_schema()["properties"]
+    properties = info.description.hparams_schema.get("properties", {})
     return {name: {**prop["search"], "type": prop.get("type")} for name, prop in properties.items()
             if "search" in prop}
 
 
-def draw_hparams(cls: type[Method], trials: int, seed: int) -> list[dict[str, Any]]:
+def draw_hparams(info: MethodInfo, trials: int, seed: int) -> list[dict[str, Any]]:
     """The full, validated hyperparameters of ``trials`` trials (trial 0: the defaults).
 
     Args:
-        cls: the method class; its ``HParams`` fields declare the ranges.
+        info: the method; its description holds the ranges (the ``HParams`` JSON schema) and
+            the defaults.
         trials: number of trials ``K >= 1``.
         seed: the sweep seed; the only source of randomness.
 
     Returns:
         ``K`` dicts as ``HParams.model_dump(mode="json")`` gives them.
+
+    Raises:
+        HParamsError: a drawn setting that the method's ``HParams`` refuses (naming the trial).
     """
     if trials < 1:
         raise ValueError(f"a sweep needs at least one trial, got {trials}")
-    space = search_space(cls)
+    space = search_space(info)
     rng = np.random.default_rng(derive_seed(seed, "sweep draws"))
-    drawn = [cls.defaults().model_dump(mode="json")]
-    for _ in range(trials - 1):
-        overrides = {name: _draw(spec, rng) for name, spec in space.items()}
-        drawn.append(cls.with_overrides(overrides).hparams.model_dump(mode="json"))
+    overrides = [{name: _draw(spec, rng) for name, spec in space.items()} for _ in range(trials - 1)]
+    validated = info.validate(overrides) if overrides else []
+    drawn = [dict(info.defaults)]
+    for index, outcome in enumerate(validated, start=1):
+        if outcome.error is not None or outcome.values is None:
+            raise HParamsError(f"trial {index} drew a setting that method {info.name} refuses: {outcome.error} "
+                               f"(drawn: {overrides[index - 1]}); fix the declared range")
+        drawn.append(outcome.values)
     return drawn
 
 
@@ -108,68 +116,6 @@ def trial_seed(seed: int) -> int:
     return TRIAL_SEED_BASE + seed
 
 
-def selection_rule(track: Track, holdout: float) -> str:
-    """How trials of ``track`` are scored, in words (recorded in the entry)."""
-    if track == Track.T2:
-        return "accuracy on the labeled decorrelated validation set (track T2)"
-    return f"accuracy on a held-out {holdout:.0%} of the training split (the method trains on the rest)"
-
-
-def selection_split(data: Dataset, track: Track, seed: int, holdout: float) -> tuple[Dataset, LabeledSet]:
-    """What a trial trains on and what it is scored on; ``data.test`` is never read.
-
-    T0, T1, oracle: a seeded random ``holdout`` share of the training split becomes the
-    selection set and is removed from the training split. T2: the training data are unchanged
-    and the selection set is the labeled decorrelated validation set.
-
-    Returns:
-        ``(data with the reduced training split, selection set)``.
-    """
-    if track == Track.T2:
-        if data.val is None:
-            raise ValueError("a T2 sweep needs the task's labeled decorrelated validation set, but it has none")
-        return data, data.val
-    if not 0 < holdout < 1:
-        raise ValueError(f"holdout must lie in (0, 1), got {holdout}")
-    n = len(data.train)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "sweep holdout")))
-    held, kept = order[: round(holdout * n)], order[round(holdout * n):]
-    if len(held) == 0 or len(kept) == 0:
-        raise ValueError(f"holdout {holdout} leaves an empty split of the {n} training examples")
-    train = LabeledSet(x=data.train.x[kept], y=data.train.y[kept])
-    selection = LabeledSet(x=data.train.x[held], y=data.train.y[held])
-    return dataclasses.replace(data, train=train), selection
-
-
-def run_trial(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: int, holdout: float, *,
-              device: torch.device | None = None, log: Callable[[str], None] = lambda message: None) -> RunResult:
-    """Train one setting on one task at ``seed`` and score it on the selection set.
-
-    Returns a :class:`RunResult` whose only metric is ``selection_acc``; failures are recorded
-    (``status="failed"``), never raised.
-    """
-    device = device or default_device()
-    started = time.perf_counter()
-    try:
-        fit_data, selection = selection_split(build_data(task, seed), info.cls.track, seed, holdout)
-        model = fit_job(info, info.make(hparams), task, fit_data, seed, device=device, log=log)
-        trained = time.perf_counter()
-        score = accuracy(predict_logits(model, selection.x.to(device)), selection.y.to(device))
-    except Exception as error:
-        return failed_result(info, hparams, task, seed, describe_error(error), time.perf_counter() - started)
-    return RunResult(**method_fields(info, hparams), task=task.name, task_hash=task.content_hash(), seed=seed,
-                     status="ok", metrics={SELECTION_METRIC: score}, train_seconds=trained - started,
-                     eval_seconds=time.perf_counter() - trained)
-
-
-def trial_key(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: int, holdout: float) -> str:
-    """Cache key of a trial; disjoint from scored jobs' keys by its leading tag."""
-    rule = selection_rule(info.cls.track, holdout)
-    payload = json.dumps(["sweep-trial", sbbench.__version__, info.code_hash, hparams, task.name,
-                          task.content_hash(), seed, rule], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class Trial:
     """One setting's trial results over the suite's tasks and its selection score."""
@@ -179,9 +125,14 @@ class Trial:
     results: list[RunResult]
 
     @property
+    def failed(self) -> bool:
+        """Whether any task of the trial failed (such a trial is never chosen)."""
+        return any(r.status != "ok" for r in self.results)
+
+    @property
     def score(self) -> float:
         """Mean over tasks of ``selection_acc``; ``-inf`` when any task failed."""
-        if any(r.status != "ok" for r in self.results):
+        if self.failed:
             return -math.inf
         return float(np.mean([r.metrics[SELECTION_METRIC] for r in self.results]))
 
@@ -200,38 +151,86 @@ def select_trial(trials: list[Trial]) -> Trial:
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    """Every trial, the chosen one, and the ``hparams_source`` text describing the search."""
+    """Every trial, the chosen one, the ``hparams_source`` text describing the search, and the job counts.
+
+    ``best`` is ``None`` (and ``source`` empty) when every trial failed. ``jobs`` counts the
+    distinct trial jobs (trials that drew the same setting share theirs), ``reused`` those taken
+    from the cache.
+    """
 
     trials: list[Trial]
-    best: Trial
+    best: Trial | None
     source: str
+    jobs: int = 0
+    reused: int = 0
+
+
+def trial_jobs(info: MethodInfo, suite: Suite, draws: list[dict[str, Any]], seed: int,
+               holdout: float) -> dict[str, tuple[JobSpec, list[int]]]:
+    """Cache key -> (job, indices of the trials it belongs to) for every trial x task of the sweep.
+
+    In trial order, tasks in suite order; trials that drew the same setting share their jobs.
+    """
+    suite_hash = suite.content_hash()
+    jobs: dict[str, tuple[JobSpec, list[int]]] = {}
+    for index, hparams in enumerate(draws):
+        for task in suite.tasks:
+            job = JobSpec(hparams=hparams, task=task, seed=trial_seed(seed), holdout=holdout)
+            jobs.setdefault(job.key(info.code_hash, suite_hash), (job, []))[1].append(index)
+    return jobs
 
 
 def run_sweep(info: MethodInfo, suite: Suite, trials: int, seed: int, *, cache: ResultCache, holdout: float = 0.2,
-              on_trial: Callable[[Trial], None] = lambda trial: None,
+              executor: str = "isolated", workers: int = 1, scheduler: str | None = None,
+              limits: Limits | None = None,
+              on_result: Callable[[RunResult, bool], None] = lambda result, reused: None,
+              on_trial: Callable[[Trial, bool], None] = lambda trial, reused: None,
               log: Callable[[str], None] = lambda message: None) -> SweepOutcome:
     """Run the random search of ``trials`` settings on ``suite`` and select one (module docstring).
 
-    Trials found in ``cache`` (status ok) are reused; new ones are stored.
+    Every trial x task is a job run by ``executor`` (``isolated`` by default: ``fit`` in a child
+    process under ``limits``, the suite's unless given), exactly as :func:`sbbench.scoring.score`
+    runs scored jobs, with ``workers`` parallel processes and the Dask ``scheduler``. Trial jobs
+    found in ``cache`` with status ok are reused; the others run and are stored as they finish.
+    ``on_result(result, reused)`` is called once per distinct trial job, ``on_trial(trial, reused)``
+    once per trial when its last task is in (``reused``: every task of it came from the cache).
+    Raises :class:`~sbbench.methods.registry.HParamsError` for a drawn setting the method refuses
+    and :class:`sbbench.executors.ClusterError` when a Dask executor cannot start.
     """
-    seed_of_trials = trial_seed(seed)
-    done = []
-    for index, hparams in enumerate(draw_hparams(info.cls, trials, seed)):
-        results = []
-        for task in suite.tasks:
-            key = trial_key(info, hparams, task, seed_of_trials, holdout)
-            result = cache.load(key)
-            if result is None or result.status != "ok":
-                result = run_trial(info, hparams, task, seed_of_trials, holdout,
-                                   log=lambda message, i=index, t=task.name: log(f"trial {i}, {t}: {message}"))
-                cache.store(key, result)
-            results.append(result)
-        trial = Trial(index=index, hparams=hparams, results=results)
-        on_trial(trial)
-        done.append(trial)
-    best = select_trial(done)
+    draws = draw_hparams(info, trials, seed)
+    jobs = trial_jobs(info, suite, draws, seed, holdout)
+    keys_of = {index: [key for key, (_, indices) in jobs.items() if index in indices] for index in range(trials)}
+    results: dict[str, RunResult] = {}
+    ran: set[str] = set()
+    done: dict[int, Trial] = {}
+
+    def arrived(key: str, result: RunResult, reused: bool) -> None:
+        results[key] = result
+        if not reused:
+            ran.add(key)
+        on_result(result, reused)
+        for index in jobs[key][1]:
+            if index not in done and all(k in results for k in keys_of[index]):
+                done[index] = Trial(index=index, hparams=draws[index], results=[results[k] for k in keys_of[index]])
+                on_trial(done[index], not ran.intersection(keys_of[index]))
+
+    for key in jobs:
+        cached = cache.load(key)
+        if cached is not None and cached.status == "ok":
+            arrived(key, cached, True)
+    reused = len(results)
+    pending = [(key, job) for key, (job, _) in jobs.items() if key not in results]
+    batch = Batch(info=info, jobs=pending, limits=limits or Limits.of(suite), workers=workers, scheduler=scheduler,
+                  log=log)
+    for key, result in execute(executor, batch):
+        cache.store(key, result)
+        arrived(key, result, False)
+    ordered = [done[index] for index in range(trials)]
+    if all(trial.failed for trial in ordered):
+        return SweepOutcome(trials=ordered, best=None, source="", jobs=len(jobs), reused=reused)
+    best = select_trial(ordered)
     source = (f"random search, {trials} trials (trial 0 = defaults, the rest drawn from the declared ranges), "
-              f"seed {seed}; each trial trained once per task at seed {seed_of_trials}; selected by "
-              f"{selection_rule(info.cls.track, holdout)}, mean over tasks; chosen: trial {best.index} "
+              f"seed {seed}; each trial trained once per task at seed {trial_seed(seed)}; selected by "
+              f"{selection_rule(info.track, holdout)}, mean over tasks; chosen: trial {best.index} "
               f"({best.score:.4f})")
-    return SweepOutcome(trials=done, best=best, source=source)
+    return SweepOutcome(trials=ordered, best=best, source=source, jobs=len(jobs), reused=reused)

@@ -113,10 +113,10 @@ class NoFeatures(Method):
 
 def test_runner_reports_availability_for_backbones_and_omits_it_otherwise(tiny_task: Task) -> None:
     erm = resolve_method("erm")
-    with_features = run_job(erm, erm.cls(), tiny_task, 0, device=torch.device("cpu"))
+    with_features = run_job(erm, erm.defaults, tiny_task, 0, device=torch.device("cpu"))
     assert with_features.status == "ok", with_features.error
     assert 0 <= with_features.metrics["feature_availability"] <= 1
-    info = MethodInfo(cls=NoFeatures, source="tests", code_hash="0" * 64)
-    without = run_job(info, NoFeatures(), tiny_task, 0, device=torch.device("cpu"))
+    info = MethodInfo.of_class(NoFeatures)
+    without = run_job(info, info.defaults, tiny_task, 0, device=torch.device("cpu"))
     assert without.status == "ok", without.error
     assert "feature_availability" not in without.metrics

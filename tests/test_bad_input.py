@@ -80,7 +80,7 @@ def leaderboard_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A leaderboard root holding one (fabricated) ERM entry for the smoke suite, tables included."""
     root = tmp_path_factory.mktemp("template") / "leaderboard"
     info = resolve_method("erm", submissions_dir=None)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     metrics = dict.fromkeys((*SMOKE.table_metrics, SMOKE.primary_metric), 0.5)
     runs = [RunResult(method="erm", method_version="1", track="T0", code_hash=info.code_hash, hparams=hparams,
                       task=task.name, task_hash=task.content_hash(), seed=seed, status="ok",
@@ -197,7 +197,7 @@ def test_plain_string_track_is_normalised_or_refused(tmp_path: Path, tiny_suite:
     except SubmissionError as error:
         assert "track" in str(error)
         return
-    outcome = score(info, info.cls.defaults().model_dump(mode="json"), tiny_suite,
+    outcome = score(info, info.defaults, tiny_suite,
                     cache=ResultCache(tmp_path / "cache"))
     assert all(r.status == "failed" and r.track == "T0" for r in outcome.results)
 
@@ -239,13 +239,13 @@ RUN_ERRORS = {
     "fit-raises": ("raise ValueError('the optimiser exploded')\n",
                    ["ValueError: the optimiser exploded", "method.py:"]),
     "fit-returns-non-module": ("return {'weights': [1.0, 2.0]}\n",
-                               ["InvalidModel", "fit must return a torch.nn.Module, got dict"]),
+                               ["fit must return a torch.nn.Module, got dict"]),  # refused in the fit child
     "wrong-output-shape": ("return nn.Linear(ctx.input_shape[0], 3)\n",
                            ["InvalidModel", "must map a batch of 8 inputs to (8, 2) logits, got (8, 3)"]),
     "nan-logits": ("""\
                    class Nan(nn.Module):
                        def forward(self, x):
-                           return torch.full((len(x), 2), float('nan'))
+                           return torch.full((x.shape[0], 2), float('nan'))  # len(x) fixes the batch size
                    return Nan()
                    """, ["InvalidModel", "logits contain NaN or infinite values"]),
     "nan-loss": ("""\
@@ -263,7 +263,7 @@ def test_failing_fit_is_recorded_as_failed_jobs_with_the_error(case: str, tmp_pa
     body, fragments = RUN_ERRORS[case]
     folder = write_submission(tmp_path / "sub", method=fit_method(body))
     info = load_folder(folder)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     cache = ResultCache(tmp_path / "cache")
     outcome = score(info, hparams, tiny_suite, cache=cache)
     assert [(r.seed, r.status) for r in outcome.results] == [(0, "failed"), (1, "failed")]

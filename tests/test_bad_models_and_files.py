@@ -26,9 +26,9 @@ from sbbench.isolation import IsolatedFit, Limits
 from sbbench.leaderboard.entry import Entry
 from sbbench.leaderboard.store import EntryError, build_entry, entry_path, load_entries, suite_dir, write_entry
 from sbbench.methods.base import Track
-from sbbench.methods.registry import load_folder, resolve_method
+from sbbench.methods.registry import HParamsError, load_folder, resolve_method
 from sbbench.results import RunResult
-from sbbench.runner import InvalidModel, build_data, check_model, run_job, train_context
+from sbbench.runner import InvalidModel, build_data, check_model, fit_in_process, run_job, train_context
 from sbbench.suite import SUITES, Suite
 from sbbench.tasks import Task
 
@@ -50,8 +50,8 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
 def test_hparams_refuse_non_finite_floats(value: float) -> None:
     info = resolve_method("example-mixup", submissions_dir=SUBMISSIONS)
-    with pytest.raises(ValidationError, match="finite"):
-        info.cls.with_overrides({"alpha": value})
+    with pytest.raises(HParamsError, match=r"alpha.*finite"):
+        info.configure({"alpha": value})  # validated by the method's HParams in a describing child
 
 
 def test_cli_refuses_an_infinite_hyperparameter_in_one_line(
@@ -82,9 +82,8 @@ class NanForLargeBatches(nn.Module):
 
 def test_a_model_with_nan_metrics_is_a_failed_job_naming_them(tiny_task: Task) -> None:
     info = resolve_method("erm", submissions_dir=None)
-    method = info.make(info.cls.defaults().model_dump(mode="json"))
-    result = run_job(info, method, tiny_task, 0, device=torch.device("cpu"),
-                     fit=lambda m, ctx, task: NanForLargeBatches(m.fit(ctx)))
+    result = run_job(info, info.defaults, tiny_task, 0, device=torch.device("cpu"),
+                     fit=lambda info, hparams, ctx: NanForLargeBatches(fit_in_process(info, hparams, ctx)))
     assert result.status == "failed", result.metrics
     assert result.error is not None and "not finite" in result.error and "auc=nan" in result.error, result.error
     assert result.metrics == {}
@@ -134,16 +133,15 @@ def test_a_model_without_a_usable_input_gradient_is_invalid(wrapper: type[nn.Mod
         check_model(wrapper(model), x)
 
     info = resolve_method("erm", submissions_dir=None)
-    result = run_job(info, info.make(info.cls.defaults().model_dump(mode="json")), tiny_task, 0,
-                     device=torch.device("cpu"), fit=lambda m, ctx, task: wrapper(m.fit(ctx)))
+    result = run_job(info, info.defaults, tiny_task, 0, device=torch.device("cpu"),
+                     fit=lambda info, hparams, ctx: wrapper(fit_in_process(info, hparams, ctx)))
     assert result.status == "failed" and reason in result.error, result.error
 
 
 @pytest.mark.parametrize("name", ["erm", "oracle-randomize-s", "adv-train-l2"])
 def test_built_in_models_pass_the_gradient_check_on_the_ci_suite(name: str) -> None:
     info = resolve_method(name, submissions_dir=None)
-    result = run_job(info, info.make(info.cls.defaults().model_dump(mode="json")), CI.tasks[0], CI.seeds[0],
-                     device=torch.device("cpu"))
+    result = run_job(info, info.defaults, CI.tasks[0], CI.seeds[0], device=torch.device("cpu"))
     assert result.status == "ok", result.error
 
 
@@ -152,7 +150,7 @@ def test_built_in_models_pass_the_gradient_check_on_the_ci_suite(name: str) -> N
 
 def erm_entry(suite: Suite) -> Entry:
     info = resolve_method("erm", submissions_dir=None)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     metrics = dict.fromkeys((*suite.table_metrics, suite.primary_metric), 0.5)
     runs = [RunResult(method="erm", method_version="1", track="T0", code_hash=info.code_hash, hparams=hparams,
                       task=task.name, task_hash=task.content_hash(), seed=seed, status="ok",
@@ -269,12 +267,12 @@ def test_a_grandchild_of_a_fit_that_overruns_its_time_limit_is_killed(tmp_path: 
     (folder / "method.py").write_text(textwrap.dedent(SPAWNER))
     info = load_folder(folder)
     pid_file = tmp_path / "grandchild.pid"
-    method = info.make({"out": str(pid_file)})
+    hparams = info.configure({"out": str(pid_file)})
     data = build_data(tiny_task, 0)
     ctx = train_context(tiny_task, data, Track.T0, 0, torch.device("cpu"), lambda message: None)
-    fitter = IsolatedFit(method_ref=str(folder), code_hash=info.code_hash, limits=Limits(seconds=2, memory_gb=None))
+    fitter = IsolatedFit(limits=Limits(seconds=2, memory_gb=None))
     with pytest.raises(RuntimeError, match="time limit exceeded"):
-        fitter(method, ctx, tiny_task)
+        fitter(info, hparams, ctx)
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 5
     while _running(pid) and time.monotonic() < deadline:

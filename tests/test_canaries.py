@@ -23,8 +23,8 @@ class DoNothingERM(ERM):
 
 
 def _run(method_cls: type, task, seed: int):
-    info = MethodInfo(cls=method_cls, source="test", code_hash="test")
-    result = run_job(info, method_cls(), task, seed)
+    info = MethodInfo.of_class(method_cls, source="test")
+    result = run_job(info, info.defaults, task, seed)
     assert result.status == "ok", result.error
     return result
 

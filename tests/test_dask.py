@@ -39,7 +39,7 @@ def numbers(results: list[RunResult]) -> list[tuple]:
 def test_a_two_worker_local_cluster_gives_the_inline_results(tmp_path: Path, tiny_suite: Suite, scheduler: str
                                                               ) -> None:
     info = resolve_method("erm", submissions_dir=None)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     inline = score(info, hparams, tiny_suite, cache=ResultCache(tmp_path / "inline"), executor="inline")
     remote = score(info, hparams, tiny_suite, cache=ResultCache(tmp_path / "dask"), executor="dask",
                    scheduler=scheduler)
@@ -51,7 +51,7 @@ def test_a_two_worker_local_cluster_gives_the_inline_results(tmp_path: Path, tin
 @pytest.mark.slow
 def test_the_local_cluster_shortcut_gives_the_inline_results(tmp_path: Path, tiny_suite: Suite) -> None:
     info = resolve_method("erm", submissions_dir=None)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     inline = score(info, hparams, tiny_suite, cache=ResultCache(tmp_path / "inline"), executor="inline")
     local = score(info, hparams, tiny_suite, cache=ResultCache(tmp_path / "dask"), executor="dask-local", workers=2)
     assert numbers(local.results) == numbers(inline.results)
@@ -74,7 +74,7 @@ def test_score_on_a_cluster_by_address_writes_cache_and_entry_here(tmp_path: Pat
     assert len(list((tmp_path / "cache").rglob("*.json"))) == len(ci.seeds)
 
     info = resolve_method("erm", submissions_dir=None)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     again = score(info, hparams, ci, cache=ResultCache(tmp_path / "cache"), executor="dask", scheduler=scheduler)
     assert again.reused == len(ci.seeds), "the submitting process's cache is reused; nothing runs again"
 

@@ -46,7 +46,7 @@ SBBENCH = [sys.executable, "-c", "import sys; from sbbench.cli import main; sys.
 def erm_entry(suite: Suite, name: str = "erm", offset: float = 0.0) -> Entry:
     """A fabricated, internally consistent ERM entry for ``suite`` named ``name``."""
     info = resolve_method("erm", submissions_dir=None)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     metrics = dict.fromkeys((*suite.table_metrics, suite.primary_metric), 0.5 + offset)
     runs = [RunResult(method="erm", method_version="1", track="T0", code_hash=info.code_hash, hparams=hparams,
                       task=task.name, task_hash=task.content_hash(), seed=seed, status="ok",
@@ -65,7 +65,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 def test_corrupt_truncated_or_doctored_cache_files_are_detected_and_recomputed(tmp_path: Path) -> None:
     info = resolve_method("erm", submissions_dir=None)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     cache = ResultCache(tmp_path / "cache")
     first = score(info, hparams, CI, cache=cache, executor="inline")
     assert all(r.status == "ok" for r in first.results)

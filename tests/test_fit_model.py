@@ -291,7 +291,7 @@ def test_jtt_stage_two_upweights_exactly_the_stage_one_error_set(monkeypatch: py
         return model, log
 
     monkeypatch.setattr(TrainContext, "fit_model", recording)
-    method = info.cls.with_overrides({"upweight": 7.0})
+    method = info.load_class().with_overrides({"upweight": 7.0})  # imported here: a unit test of its fit
     torch.manual_seed(0)
     model = method.fit(ctx)
     stage1, stage2 = calls
@@ -305,8 +305,8 @@ def test_jtt_stage_two_upweights_exactly_the_stage_one_error_set(monkeypatch: py
 
 def test_jtt_submission_loads_and_scores_the_smoke_suite(tmp_path: Path) -> None:
     info = resolve_method(str(JTT), submissions_dir=None)
-    assert info.name == "example-jtt" and info.cls.track.value == "T0"
-    hparams = info.cls.defaults().model_dump(mode="json")
+    assert info.name == "example-jtt" and info.track.value == "T0"
+    hparams = info.defaults
     assert hparams == {"stage1_epochs": 1, "upweight": 20.0}
     assert resolve_method("example-jtt", submissions_dir=REPO / "submissions").code_hash == info.code_hash
 

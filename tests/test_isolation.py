@@ -19,6 +19,7 @@ from sbbench.data.dataset import LabeledSet
 from sbbench.isolation import IsolatedFit, Limits
 from sbbench.methods.base import Track
 from sbbench.methods.registry import MethodInfo, load_folder, resolve_method
+from sbbench.models.transfer import TransferredModel
 from sbbench.runner import build_data, train_context
 from sbbench.scoring import score
 from sbbench.suite import Suite
@@ -34,23 +35,36 @@ import resource
 import time
 
 import torch
+from torch import nn
 
 from sbbench.methods import HParams, Method, Track, hparam
+from sbbench.runner import method_seed
 
 
 class Params(HParams):
     mode: str = hparam("hog")
 
 
+class Untraceable(nn.Module):
+    """Branches in Python on the values of its input: no graph of it can be exported."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) if bool(x.sum() > 0) else -self.inner(x)
+
+
 class Misbehaving(Method):
-    """Misbehaves at seed 0 (as ``mode`` says) and trains normally at every other seed."""
+    """Misbehaves in the job of data seed 0 (as ``mode`` says) and trains normally in every other job."""
 
     name = "misbehaving"
     track = Track.T0
     HParams = Params
 
     def fit(self, ctx):
-        if ctx.seed == 0:
+        if ctx.seed == method_seed(0):  # the method sees its method seed, derived from the data seed
             if self.hparams.mode == "hog":
                 soft, _ = resource.getrlimit(resource.RLIMIT_AS)
                 if soft == resource.RLIM_INFINITY:
@@ -65,6 +79,8 @@ class Misbehaving(Method):
             elif self.hparams.mode == "segfault":
                 ctypes.string_at(0)
         model, _ = ctx.fit_model()
+        if ctx.seed == method_seed(0) and self.hparams.mode == "untraceable":
+            return Untraceable(model)
         return model
 '''
 
@@ -75,11 +91,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 from sbbench.methods import HParams, Method, Track, hparam
 from sbbench.tasks import Task
 
 TASK = Task.model_validate_json({task_json!r})
+SEEDS = {seeds!r}  # the suite's data seeds: the method does not learn its job's data seed, so it tries them all
 
 
 class Params(HParams):
@@ -90,7 +108,9 @@ def holds_rows_of(obj, needle):
     """Whether the bytes behind ``obj`` (a tensor's whole storage, not just its view) contain ``needle``."""
     if issubclass(type(obj), np.ndarray) and obj.dtype == np.float32:
         obj = torch.from_numpy(np.array(obj))
-    if not issubclass(type(obj), torch.Tensor) or obj.device.type != "cpu" or obj.is_sparse:
+    if not issubclass(type(obj), torch.Tensor) or issubclass(type(obj), FakeTensor):
+        return False  # fake tensors (left by an earlier job's torch.export of its model) hold no data
+    if obj.device.type != "cpu" or obj.is_sparse:
         return False
     storage = obj.untyped_storage()
     flat = torch.empty(0, dtype=torch.float32).set_(storage, 0, (storage.nbytes() // 4,))
@@ -99,7 +119,7 @@ def holds_rows_of(obj, needle):
 
 
 class Probe(Method):
-    """Regenerates its task's test split from the public generator, then searches the whole process for it."""
+    """Regenerates its task's test splits from the public generator, then searches the whole process for them."""
 
     name = "probe"
     track = Track.ORACLE
@@ -107,9 +127,11 @@ class Probe(Method):
 
     def fit(self, ctx):
         Path(self.hparams.out, f"{{ctx.seed}}.pid").write_text(str(os.getpid()))
-        test = TASK.build(ctx.seed).test
-        needles = [test.x[i].clone() for i in (0, len(test) // 2, len(test) - 1)]
-        del test
+        needles = []
+        for seed in SEEDS:
+            test = TASK.build(seed).test
+            needles += [test.x[i].clone() for i in (0, len(test) // 2, len(test) - 1)]
+            del test
         gc.collect()
         mine = {{id(needle) for needle in needles}}
         found = []
@@ -161,6 +183,7 @@ def limited_suite(tiny_suite: Suite) -> Suite:
     ("sleep", f"time limit exceeded after {TIME_LIMIT:g} s"),
     ("exit", "the fit process exited with code 3"),
     ("segfault", "the fit process was killed by SIGSEGV"),
+    ("untraceable", "the model cannot be exported as a graph"),
 ])
 def test_a_misbehaving_fit_is_a_failed_job_with_its_reason_and_the_score_goes_on(
     mode: str, reason: str, tmp_path: Path, limited_suite: Suite
@@ -177,7 +200,8 @@ def test_a_misbehaving_fit_is_a_failed_job_with_its_reason_and_the_score_goes_on
 
 def test_fit_runs_in_a_reused_child_that_never_holds_the_test_split(tmp_path: Path, tiny_suite: Suite) -> None:
     task = tiny_suite.tasks[0]
-    info = write_submission(tmp_path / "probe", "probe", PROBE.format(task_json=task.model_dump_json()), "oracle")
+    info = write_submission(tmp_path / "probe", "probe",
+                            PROBE.format(task_json=task.model_dump_json(), seeds=list(tiny_suite.seeds)), "oracle")
     pids = tmp_path / "pids"
     pids.mkdir()
     outcome = score(info, {"out": str(pids)}, tiny_suite, cache=ResultCache(tmp_path / "cache"))
@@ -198,17 +222,21 @@ def test_a_training_split_that_views_a_larger_tensor_is_sent_without_the_rest(tm
     x, y = torch.cat([data.train.x, data.test.x]), torch.cat([data.train.y, data.test.y])
     ctx = replace(train_context(tiny_task, data, Track.T2, 0, torch.device("cpu"), lambda message: None),
                   train=LabeledSet(x=x[:n], y=y[:n]))  # the test split hides in the storage behind the view
-    method = info.cls()
+    assert info.cls is None  # a submission folder is not imported by resolving it
+    method = info.load_class()()
     with pytest.raises(RuntimeError, match="storage beyond the view"):
         method.fit(ctx)
-    fitter = IsolatedFit(method_ref=str(tmp_path / "compact"), code_hash=info.code_hash, limits=Limits(60.0, None))
-    model = fitter(method, ctx, tiny_task)
+    fitter = IsolatedFit(limits=Limits(60.0, None))
+    model = fitter(info, info.defaults, ctx)
     assert model(data.test.x[:4]).shape == (4, 2)
+    # the model came back as data: rebuilt from ATen operators here, not an instance of anything the method defined
+    assert isinstance(model, TransferredModel) and type(model).__module__ == "sbbench.models.transfer"
+    assert model.features(data.test.x[:4]).shape[0] == 4  # the backbone's features were exported too
 
 
 def test_isolated_results_equal_inline_results(tmp_path: Path, tiny_suite: Suite) -> None:
     info = resolve_method("erm", submissions_dir=None)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     isolated = score(info, hparams, tiny_suite, cache=ResultCache(tmp_path / "a"))
     inline = score(info, hparams, tiny_suite, cache=ResultCache(tmp_path / "b"), executor="inline")
     assert [(r.status, r.metrics, r.profiles) for r in isolated.results] == \

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sbbench.data", "sbbench.models"),
     ("sbbench.training", "sbbench.metrics", "sbbench.plots"),
     ("sbbench.methods",),
-    ("sbbench.tasks", "sbbench.suite", "sbbench.runner", "sbbench.isolation"),
+    ("sbbench.tasks", "sbbench.suite", "sbbench.runner", "sbbench.isolation", "sbbench.selection"),
     ("sbbench.cache", "sbbench.executors", "sbbench.scoring", "sbbench.sweep"),
     ("sbbench.leaderboard",),
     ("sbbench.verify",),

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from sbbench.data.dataset import LabeledSet
 from sbbench.methods.adversarial_training import adversarial_batch
-from sbbench.methods.base import Method, TrainContext
+from sbbench.methods.base import TrainContext
 from sbbench.methods.cmid import cmi_weight, soft_conditional_mutual_information
 from sbbench.methods.ensemble import LogitAverage, member_seed
 from sbbench.methods.erm_adam import ErmAdam
@@ -327,10 +327,9 @@ def test_fcn_early_layers_share_the_first_hidden_layer() -> None:
 @pytest.mark.parametrize("name", T0_METHODS)
 def test_method_runs_end_to_end_deterministically(name: str, tiny_task: Task) -> None:
     info = resolve_method(name)
-    assert info.cls.track.value == "T0" and info.cls.version == "1"
-    method: Method = info.cls()
-    first = run_job(info, method, tiny_task, seed=0)
-    second = run_job(info, method, tiny_task, seed=0)
+    assert info.track.value == "T0" and info.version == "1"
+    first = run_job(info, info.defaults, tiny_task, seed=0)
+    second = run_job(info, info.defaults, tiny_task, seed=0)
     assert first.status == "ok", first.error
     assert first.metrics == second.metrics
     assert 0.0 <= first.metrics["s_rand_auc"] <= 1.0

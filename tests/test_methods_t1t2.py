@@ -160,7 +160,7 @@ def test_select_head_uses_the_most_disagreed_examples() -> None:
 def test_registry_knows_the_new_methods() -> None:
     for name, track in (("d-bat", Track.T1), ("divdis", Track.T1), ("divdis-t2", Track.T2)):
         info = resolve_method(name)
-        assert (info.cls.name, info.cls.track) == (name, track)
+        assert (info.name, info.track) == (name, track) and (info.cls.name, info.cls.track) == (name, track)
 
 
 def test_multihead_forward_mean_or_selected() -> None:
@@ -185,7 +185,7 @@ def test_t2_head_selection_sees_val_not_test(tiny_task: Task, monkeypatch: pytes
 
     monkeypatch.setattr(divdis_module, "select_head", spy)
     info = resolve_method("divdis-t2")
-    result = run_job(info, info.cls.with_overrides({"epochs": 3}), tiny_task, 0, device=CPU)
+    result = run_job(info, info.configure({"epochs": 3}), tiny_task, 0, device=CPU)
     assert result.status == "ok", result.error
     data = build_data(tiny_task, 0)
     assert len(seen) == 1
@@ -221,8 +221,8 @@ def test_fixed_epochs_turns_early_stopping_off(tiny_task: Task) -> None:
 @pytest.mark.parametrize("name", ["d-bat", "divdis", "divdis-t2"])
 def test_end_to_end_on_the_tiny_task(name: str, tiny_task: Task) -> None:
     info = resolve_method(name)
-    assert info.cls.track == (Track.T2 if name == "divdis-t2" else Track.T1)
-    result = run_job(info, info.cls.with_overrides({"epochs": 3}), tiny_task, 1, device=CPU)
+    assert info.track == (Track.T2 if name == "divdis-t2" else Track.T1)
+    result = run_job(info, info.configure({"epochs": 3}), tiny_task, 1, device=CPU)
     assert result.status == "ok", result.error
     assert 0.5 <= result.metrics["acc"] <= 1.0  # the tiny task's 5-epoch budget: only S is learned reliably
     assert 0 <= result.metrics["feature_availability"] <= 1

@@ -34,6 +34,8 @@ from sbbench.suite import Suite
 REPO = Path(__file__).resolve().parent.parent
 SUBMISSIONS = REPO / "submissions"
 EXAMPLE = SUBMISSIONS / "example-mixup"
+EXAMPLE_MODULE = "sbbench_submissions.example_mixup"
+"""The module name under which a process that imports the example submission holds it."""
 EXPECTED_METRICS = {"acc", "auc", "s_rand_acc", "s_rand_auc", "sc_rand_acc", "sc_rand_auc", "s_swap_acc",
                     "sc_swap_acc", "adv_acc_l2_1.0"}
 
@@ -60,7 +62,8 @@ class Plugin(Method):
 '''
 
 
-def install_distribution(site: Path, package: str, dist: str, entry_points: dict[str, str], source: str) -> Path:
+def install_distribution(site: Path, package: str, dist: str, entry_points: dict[str, str], source: str,
+                         list_module: bool = True) -> Path:
     """Write ``site/<package>/__init__.py`` and ``site/<dist>-0.1.dist-info`` like pip would."""
     (site / package).mkdir(parents=True)
     module = site / package / "__init__.py"
@@ -70,6 +73,11 @@ def install_distribution(site: Path, package: str, dist: str, entry_points: dict
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
     lines = "".join(f"{name} = {reference}\n" for name, reference in entry_points.items())
     (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}")
+    # The file list: the registry hashes the entry point's module found there, without importing it.
+    # An editable install (``pip install -e``) lists no module: ``list_module=False``.
+    files = [*([f"{package}/__init__.py"] if list_module else []),
+             *(f"{info.name}/{name}" for name in ("METADATA", "entry_points.txt"))]
+    (info / "RECORD").write_text("".join(f"{file},,\n" for file in [*files, f"{info.name}/RECORD"]))
     return module
 
 
@@ -85,20 +93,24 @@ def forget_modules() -> Iterator[list[str]]:
 # --- built-ins and folder submissions -------------------------------------------------------------------------
 
 
-def test_discover_lists_builtins_and_the_example_folder_with_their_sources() -> None:
+def test_discover_lists_builtins_and_the_example_folder_with_their_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, EXAMPLE_MODULE, raising=False)  # an earlier test may have imported it
     methods = discover(SUBMISSIONS)
     for name, reference in BUILTIN_METHODS.items():
         assert methods[name].source == f"built-in {reference}"
         assert methods[name].meta is None
         assert methods[name].name == name
-    assert methods["erm"].cls.track is Track.T0
-    assert methods["oracle-randomize-s"].cls.track is Track.ORACLE
+        assert methods[name].trusted and issubclass(methods[name].cls, Method)
+    assert methods["erm"].track is Track.T0 and methods["erm"].cls.track is Track.T0
+    assert methods["oracle-randomize-s"].track is Track.ORACLE
     example = methods["example-mixup"]
     assert example.source == f"folder {EXAMPLE}"
     assert example.meta is not None and example.meta.name == "example-mixup"
     assert example.meta.display_name == "mixup (example submission)"
-    assert issubclass(example.cls, Method) and example.cls.track is Track.T0
-    assert example.cls.defaults().model_dump() == {"alpha": 0.2}
+    # described by a child process: its code is not imported here
+    assert example.cls is None and not example.trusted and EXAMPLE_MODULE not in sys.modules
+    assert example.track is Track.T0 and example.description.name == "example-mixup"
+    assert example.defaults == {"alpha": 0.2} and "alpha" in example.description.hparams_schema["properties"]
     assert len(example.code_hash) == 64 and all(c in "0123456789abcdef" for c in example.code_hash)
 
 
@@ -154,11 +166,18 @@ def test_installed_package_is_discovered_through_the_entry_point_and_scores_end_
     info = methods["sbx-plugin"]
     assert info.source == "entry point sbx-plugin = sbx_plugin:Plugin (sbx-plugin)"
     assert info.source.startswith("entry point ")
-    assert info.cls.__module__ == "sbx_plugin" and Path(sys.modules["sbx_plugin"].__file__) == module
+    # described by a child process: the plugin's code never runs in the scoring process
+    assert info.cls is None and not info.trusted and "sbx_plugin" not in sys.modules
+    assert info.locator == {"reference": "sbx_plugin:Plugin", "name": "sbx-plugin"}
+    assert (info.name, info.version, info.track) == ("sbx-plugin", "0.1", Track.T0)
+    assert info.description.summary == "ERM with the number of epochs as a hyperparameter."
+    assert info.defaults == {"epochs": 5}
     assert info.code_hash == hashlib.sha256(b"__init__.py" + module.read_bytes()).hexdigest()
-    assert resolve_method("sbx-plugin", submissions_dir=None).source == info.source
+    resolved = resolve_method("sbx-plugin", submissions_dir=None)
+    assert resolved.source == info.source and resolved.code_hash == info.code_hash
+    assert "sbx_plugin" not in sys.modules
 
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     cache = ResultCache(tmp_path / "cache")
     outcome = score(info, hparams, tiny_suite, cache=cache)
     assert outcome.reused == 0
@@ -172,6 +191,7 @@ def test_installed_package_is_discovered_through_the_entry_point_and_scores_end_
         assert all(0.0 <= result.metrics[m] <= 1.0 for m in EXPECTED_METRICS)
         assert result.metrics["acc"] > 0.9, "ERM learns the linear coordinate of LMS-5"
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 2
+    assert "sbx_plugin" not in sys.modules, "scoring imported the plugin in the scoring process"
 
     again = score(info, hparams, tiny_suite, cache=cache)
     assert again.reused == 2 and again.results == outcome.results
@@ -222,7 +242,7 @@ def test_example_submission_scores_and_its_entry_is_written_validated_and_tabula
     tmp_path: Path, tiny_suite: Suite
 ) -> None:
     info: MethodInfo = resolve_method(str(EXAMPLE), submissions_dir=None)
-    hparams = info.cls.defaults().model_dump(mode="json")
+    hparams = info.defaults
     assert hparams == {"alpha": 0.2}
     outcome = score(info, hparams, tiny_suite, cache=ResultCache(tmp_path / "cache"))
     assert [r.status for r in outcome.results] == ["ok", "ok"], [r.error for r in outcome.results]
@@ -270,3 +290,16 @@ def test_a_builtin_whose_class_name_differs_from_its_key_is_refused(monkeypatch:
     monkeypatch.setitem(BUILTIN_METHODS, "not-erm", BUILTIN_METHODS["erm"])
     with pytest.raises(RegistryError, match="its class is named 'erm'; the two names must match"):
         resolve_method("not-erm", submissions_dir=None)
+
+
+def test_an_editable_install_is_hashed_from_its_source_without_importing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_modules: list[str]
+) -> None:
+    site = tmp_path / "site"
+    module = install_distribution(site, "sbx_edit", "sbx-edit", {"sbx-edit": "sbx_edit:Plugin"},
+                                  PLUGIN_SOURCE.format(name="sbx-edit"), list_module=False)
+    forget_modules.append("sbx_edit")
+    monkeypatch.syspath_prepend(str(site))
+    info = resolve_method("sbx-edit", submissions_dir=None)
+    assert info.code_hash == hashlib.sha256(b"__init__.py" + module.read_bytes()).hexdigest()
+    assert "sbx_edit" not in sys.modules

@@ -23,7 +23,7 @@ def test_the_costliest_jobs_run_first_and_results_keep_suite_order(tmp_path: Pat
     def record(result: RunResult, reused: bool) -> None:
         started.append(result.task)
 
-    outcome = score(info, info.cls.defaults().model_dump(mode="json"), suite, cache=ResultCache(tmp_path),
+    outcome = score(info, info.defaults, suite, cache=ResultCache(tmp_path),
                     executor="inline", on_result=record)
     assert started == ["tiny-wide", TINY_TASK.name]
     assert [r.task for r in outcome.results] == [TINY_TASK.name, "tiny-wide"]

@@ -57,7 +57,7 @@ def make_leaderboard(root: Path, cache: Path) -> list[str]:
     names = []
     for reference, suite in jobs:
         info = resolve_method(reference)
-        hparams = info.cls.defaults().model_dump(mode="json")
+        hparams = info.defaults
         outcome = score(info, hparams, suite, cache=ResultCache(cache))
         assert all(r.status == "ok" for r in outcome.results), [r.error for r in outcome.results]
         write_entry(root, suite, build_entry(info, hparams, "defaults", suite, outcome.results, "cpu"))

@@ -9,31 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import field_validator
 from torch import nn
 from typer.testing import CliRunner
 
+from sbbench import selection as selection_module
 from sbbench import suite as suite_module
 from sbbench import sweep as sweep_module
 from sbbench.cli import app
 from sbbench.data.dataset import Dataset
 from sbbench.leaderboard.store import load_entries
 from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
-from sbbench.methods.dbat import DBAT
-from sbbench.methods.registry import MethodInfo
+from sbbench.methods.registry import MethodInfo, resolve_method
 from sbbench.metrics.classification import accuracy, predict_logits
 from sbbench.results import RunResult
-from sbbench.runner import build_data
+from sbbench.runner import build_data, fit_in_process, method_seed
+from sbbench.selection import SELECTION_METRIC, run_trial, selection_split
 from sbbench.suite import Suite
-from sbbench.sweep import (
-    SELECTION_METRIC,
-    Trial,
-    draw_hparams,
-    run_trial,
-    search_space,
-    select_trial,
-    selection_split,
-    trial_seed,
-)
+from sbbench.sweep import Trial, draw_hparams, search_space, select_trial, trial_seed
 from sbbench.tasks import Task
 
 
@@ -62,7 +55,7 @@ class ToyT2(Toy):
 
 
 def toy_info(cls: type[Method] = Toy) -> MethodInfo:
-    return MethodInfo(cls=cls, source="tests", code_hash="0" * 64)
+    return MethodInfo.of_class(cls, source="tests")
 
 
 class Poisoned:
@@ -80,18 +73,19 @@ def poisoned(data: Dataset) -> Dataset:
 
 
 def test_search_space_comes_from_the_declared_ranges() -> None:
-    space = search_space(Toy)
+    space = search_space(toy_info())
     assert list(space) == ["rate", "width", "mode"]
     assert space["rate"] == {"low": 1e-3, "high": 1.0, "log": True, "type": "number"}
     assert space["mode"]["choices"] == ["a", "b", "c"]
 
 
 def test_draws_are_reproducible_within_ranges_and_trial_0_is_the_defaults() -> None:
-    draws = draw_hparams(Toy, 40, seed=0)
-    assert draws == draw_hparams(Toy, 40, seed=0)
-    assert draws != draw_hparams(Toy, 40, seed=1)
+    info = toy_info()
+    draws = draw_hparams(info, 40, seed=0)
+    assert draws == draw_hparams(info, 40, seed=0)
+    assert draws != draw_hparams(info, 40, seed=1)
     assert draws[0] == Toy.defaults().model_dump(mode="json")
-    assert draws[:5] == draw_hparams(Toy, 5, seed=0)  # more trials extend, never reshuffle
+    assert draws[:5] == draw_hparams(info, 5, seed=0)  # more trials extend, never reshuffle
     rates = np.array([d["rate"] for d in draws[1:]])
     assert ((rates >= 1e-3) & (rates <= 1.0)).all()
     assert (np.log10(rates) < -1.5).sum() > 5  # log-uniform: a good share below 0.03
@@ -101,12 +95,13 @@ def test_draws_are_reproducible_within_ranges_and_trial_0_is_the_defaults() -> N
 
 
 def test_draws_do_not_depend_on_or_disturb_the_training_rngs() -> None:
-    reference = draw_hparams(Toy, 6, seed=7)
+    info = toy_info()
+    reference = draw_hparams(info, 6, seed=7)
     for training_seed in (0, 123):
         torch.manual_seed(training_seed)
         np.random.seed(training_seed)
         torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()[1].copy()
-        assert draw_hparams(Toy, 6, seed=7) == reference
+        assert draw_hparams(info, 6, seed=7) == reference
         assert torch.equal(torch.get_rng_state(), torch_state)
         assert (np.random.get_state()[1] == numpy_state).all()
 
@@ -138,11 +133,12 @@ def test_t2_selection_set_is_the_validation_set(tiny_task: Task) -> None:
 def test_a_trial_never_reads_the_test_split_and_scores_the_selection_set(
         cls: type[Method], tiny_task: Task, monkeypatch: pytest.MonkeyPatch) -> None:
     clean = build_data(tiny_task, trial_seed(0))
-    monkeypatch.setattr(sweep_module, "build_data", lambda task, seed: poisoned(build_data(task, seed)))
+    monkeypatch.setattr(selection_module, "build_data", lambda task, seed: poisoned(build_data(task, seed)))
     info = toy_info(cls)
-    result = run_trial(info, cls.defaults().model_dump(), tiny_task, trial_seed(0), 0.2, device=torch.device("cpu"))
+    result = run_trial(info, cls.defaults().model_dump(), tiny_task, trial_seed(0), 0.2, fit=fit_in_process,
+                       device=torch.device("cpu"))
     assert result.status == "ok", result.error
-    torch.manual_seed(trial_seed(0))
+    torch.manual_seed(method_seed(trial_seed(0)))  # what the method sees as ctx.seed
     model = nn.Linear(clean.space.input_shape[0], 2)
     _, expected_set = selection_split(clean, cls.track, trial_seed(0), 0.2)
     assert result.metrics == {SELECTION_METRIC: accuracy(predict_logits(model, expected_set.x), expected_set.y)}
@@ -177,9 +173,10 @@ def test_selection_inputs_are_selection_metrics_only(tiny_task: Task, tmp_path: 
         return real(trials)
 
     monkeypatch.setattr(sweep_module, "select_trial", spy)
-    monkeypatch.setattr(sweep_module, "build_data", lambda task, seed: poisoned(build_data(task, seed)))
+    monkeypatch.setattr(selection_module, "build_data", lambda task, seed: poisoned(build_data(task, seed)))
     suite = Suite(name="one", version=1, description="tests", tasks=(tiny_task,), seeds=(0,))
-    outcome = sweep_module.run_sweep(toy_info(), suite, 3, 0, cache=sweep_module.ResultCache(tmp_path))
+    outcome = sweep_module.run_sweep(toy_info(), suite, 3, 0, cache=sweep_module.ResultCache(tmp_path),
+                                     executor="inline")
     assert [t.index for t in seen[0]] == [0, 1, 2]
     assert all(set(r.metrics) == {SELECTION_METRIC} for t in seen[0] for r in t.results)
     assert all(r.seed == trial_seed(0) for t in seen[0] for r in t.results)
@@ -189,6 +186,7 @@ def test_selection_inputs_are_selection_metrics_only(tiny_task: Task, tmp_path: 
 def test_tiny_sweep_end_to_end_through_the_cli(tiny_suite: Suite, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(suite_module.SUITES, tiny_suite.name, tiny_suite)
+    monkeypatch.setenv("SBBENCH_RESULTS", str(tmp_path / "results"))
     root, cache = tmp_path / "board", tmp_path / "cache"
     result = CliRunner().invoke(app, ["sweep", "d-bat", "--trials", "2", "--suite", tiny_suite.name, "--seed", "0",
                                       "--root", str(root), "--cache-dir", str(cache)])
@@ -197,7 +195,7 @@ def test_tiny_sweep_end_to_end_through_the_cli(tiny_suite: Suite, tmp_path: Path
     card = loaded.entry.method
     assert card.name == "d-bat" and card.track == "T1"
     assert card.hparams_source.startswith("random search, 2 trials")
-    assert card.hparams in draw_hparams(DBAT, 2, seed=0)
+    assert card.hparams in draw_hparams(resolve_method("d-bat", submissions_dir=None), 2, seed=0)
     assert sorted(r.seed for r in loaded.entry.runs) == list(tiny_suite.seeds)
     assert all(r.status == "ok" and "s_rand_auc" in r.metrics for r in loaded.entry.runs)
 
@@ -207,6 +205,37 @@ def test_a_trial_of_a_broken_method_is_recorded_not_raised(tiny_task: Task) -> N
         def fit(self, ctx: TrainContext) -> nn.Module:
             raise RuntimeError("no")
 
-    result = run_trial(toy_info(Broken), Toy.defaults().model_dump(), tiny_task, 0, 0.2, device=torch.device("cpu"))
+    result = run_trial(toy_info(Broken), Toy.defaults().model_dump(), tiny_task, 0, 0.2, fit=fit_in_process,
+                       device=torch.device("cpu"))
     assert result.status == "failed" and "no" in (result.error or "")
 
+
+
+def test_all_draws_are_validated_in_one_call_and_a_refused_draw_names_its_trial(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    info = toy_info()
+    calls: list[int] = []
+    real = MethodInfo.validate
+
+    def spy(self: MethodInfo, overrides: list[dict]) -> list:
+        calls.append(len(overrides))
+        return real(self, overrides)
+
+    monkeypatch.setattr(MethodInfo, "validate", spy)
+    assert len(draw_hparams(info, 6, seed=0)) == 6
+    assert calls == [5]  # trial 0 is the (already validated) defaults
+    assert draw_hparams(info, 1, seed=0) == [Toy.defaults().model_dump(mode="json")] and calls == [5]
+
+    class Narrow(ToyHParams):
+        @field_validator("width")
+        @classmethod
+        def at_most_four(cls, value: int) -> int:
+            if value > 4:
+                raise ValueError("at most 4 here")
+            return value
+
+    class ToyNarrow(Toy):
+        HParams = Narrow
+
+    with pytest.raises(ValueError, match=r"trial \d drew a setting that method toy refuses: hyperparameter width"):
+        draw_hparams(toy_info(ToyNarrow), 6, seed=0)

@@ -15,7 +15,7 @@ from sbbench.data.dataset import Dataset, LabeledSet
 from sbbench.data.features import FeatureSpace
 from sbbench.methods.base import Method, Track, TrainContext
 from sbbench.methods.registry import MethodInfo
-from sbbench.runner import build_data, run_job, train_context
+from sbbench.runner import build_data, method_seed, run_job, train_context
 from sbbench.tasks import Task
 
 CPU = torch.device("cpu")
@@ -87,7 +87,9 @@ def test_context_holds_exactly_what_the_track_allows(track: Track, tiny_task: Ta
 
     assert torch.equal(ctx.train.x, data.train.x) and torch.equal(ctx.train.y, data.train.y)
     assert ctx.input_shape == data.space.input_shape == tuple(ctx.train.x.shape[1:])
-    assert ctx.budget == tiny_task.budget and ctx.seed == SEED and ctx.device == CPU
+    assert ctx.budget == tiny_task.budget and ctx.device == CPU
+    # the method sees its method seed, a one-way hash of the job's data seed, never the data seed itself
+    assert ctx.seed == method_seed(SEED) and ctx.seed != SEED
 
     if sees_pool:
         assert isinstance(ctx.pool, Tensor), "the pool is inputs only: no labels"
@@ -139,9 +141,9 @@ class _Seen(RuntimeError):
     """Raised by the probe after recording its context, so the job stops before training."""
 
 
-def _probe(track: Track, seen: list[TrainContext]) -> type[Method]:
+def _probe(track: Track, seen: list[tuple[TrainContext, int]]) -> type[Method]:
     def fit(self: Method, ctx: TrainContext):
-        seen.append(ctx)
+        seen.append((ctx, torch.initial_seed()))
         raise _Seen("context recorded")
 
     return type("Probe", (Method,), {"name": f"probe-{track.value.lower()}", "track": track, "fit": fit})
@@ -150,14 +152,15 @@ def _probe(track: Track, seen: list[TrainContext]) -> type[Method]:
 @pytest.mark.parametrize("track", list(Track), ids=[t.value for t in Track])
 def test_run_job_hands_fit_the_context_of_the_methods_own_track(track: Track, tiny_task: Task, data: Dataset
                                                                 ) -> None:
-    seen: list[TrainContext] = []
+    seen: list[tuple[TrainContext, int]] = []
     cls = _probe(track, seen)
-    result = run_job(MethodInfo(cls=cls, source="test probe", code_hash="0" * 64), cls(), tiny_task, SEED,
-                     device=CPU)
+    info = MethodInfo.of_class(cls, source="test probe")
+    result = run_job(info, info.defaults, tiny_task, SEED, device=CPU)
     assert result.status == "failed" and "_Seen: context recorded" in result.error
     assert result.track == track.value
-    [ctx] = seen
+    [(ctx, global_seed)] = seen
     sees_pool, sees_val, sees_space = VISIBLE[track]
     assert (ctx.pool is not None, ctx.val is not None, ctx.space is not None) == (sees_pool, sees_val, sees_space)
-    assert torch.equal(ctx.train.x, data.train.x) and ctx.seed == SEED
+    assert torch.equal(ctx.train.x, data.train.x) and ctx.seed == method_seed(SEED) != SEED
+    assert global_seed == ctx.seed, "torch's global RNG is seeded with the method seed before fit"
     assert leaks(tensors_in(ctx, closures=False), data.test) == []

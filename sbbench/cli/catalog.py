@@ -73,7 +73,7 @@ def methods_command() -> None:
                 table.add_row(name, "-", "-", f"{claim.source} (broken, see below)")
                 continue
             note = " (name clash, see below)" if len(claimed) > 1 else ""
-            table.add_row(name, str(info.cls.version), info.cls.track.value, info.source + note)
+            table.add_row(name, info.version, info.track.value, info.source + note)
     console.print(table)
     for problem in problems:
         errors.print(f"warning: {problem}", markup=False, soft_wrap=True)

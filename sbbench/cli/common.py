@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import sbbench
+from sbbench.isolation import DEFAULT_LIMITS, Limits
 from sbbench.leaderboard.entry import Entry
 from sbbench.leaderboard.render import column_label, format_value
 from sbbench.leaderboard.store import EntryError, entry_path, read_entry, write_entry
-from sbbench.methods.registry import MethodInfo, RegistryError, SubmissionError, resolve_method
+from sbbench.methods.describe import DescribeError
+from sbbench.methods.registry import HParamsError, MethodInfo, RegistryError, SubmissionError, resolve_method
 from sbbench.results import RunResult
 from sbbench.suite import SUITES, Suite, get_suite
 from sbbench.tasks import Task, get_task
@@ -95,13 +96,25 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
     return overrides
 
 
-def configure(info: MethodInfo, overrides: dict[str, object]):
+def configure(info: MethodInfo, overrides: dict[str, object]) -> dict[str, object]:
+    """The method's full hyperparameters with ``overrides`` applied, validated by its ``HParams``."""
     try:
-        return info.cls.with_overrides(overrides)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"])
-        raise UserError(f"hyperparameter {where} of {info.name}: {problem['msg']}") from None
+        return info.configure(overrides)
+    except (HParamsError, DescribeError) as error:
+        raise UserError(str(error)) from None
+
+
+FitSeconds = Annotated[float | None, typer.Option(
+    "--fit-seconds", min=1, help="wall-time limit of one job's fit, in seconds (default: the suite's)")]
+FitMemoryGB = Annotated[float | None, typer.Option(
+    "--fit-memory-gb", min=0.1, help="memory limit of one job's fit and every process it starts, in GB "
+                                     "(default: the suite's)")]
+
+
+def limits_for(suite: Suite | None, seconds: float | None, memory_gb: float | None) -> Limits:
+    """The fit limits of a command: the suite's (or the defaults), replaced by the options given."""
+    base = Limits.of(suite) if suite is not None else DEFAULT_LIMITS
+    return Limits(seconds=seconds or base.seconds, memory_gb=memory_gb or base.memory_gb)
 
 
 def suite_named(name: str) -> Suite:

@@ -12,6 +12,7 @@ from sbbench.cli.common import (
     LEADERBOARD_ROOT,
     UserError,
     app,
+    browse_roots,
     console,
     errors,
     hub_snapshot_root,
@@ -26,7 +27,9 @@ from sbbench.leaderboard.report import baseline_report
 from sbbench.leaderboard.store import (
     EntryError,
     NewerEntryError,
+    entry_path,
     load_entries,
+    loaded_entry,
     suite_dir,
     suites_with_entries,
 )
@@ -126,12 +129,19 @@ def report_command(
         raise UserError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
     suite_spec = suite_named(suite)
     chosen = metrics.split(",") if metrics else [suite_spec.primary_metric, "acc"]
-    base = load_named_entry(root, suite_spec, baseline)
+    base = _named_loaded_entry(root, suite_spec, baseline)
     try:
-        entries = [loaded.entry for loaded in _readable_entries(root, suite_spec) if not loaded.stale]
+        entries = [loaded for loaded in _readable_entries(root, suite_spec) if not loaded.stale]
     except EntryError as error:
         raise UserError(str(error.args[0])) from None
     console.file.write(baseline_report(entries, base, suite_spec, chosen, alpha) + "\n")
+
+
+def _named_loaded_entry(root: Path, suite: Suite, name: str) -> LoadedEntry:
+    """Entry ``name`` from ``root`` or else the user's results folder, with its verdict from that same folder."""
+    entry = load_named_entry(root, suite, name)
+    folder = next(folder for folder in browse_roots(root) if entry_path(folder, suite, name).is_file())
+    return loaded_entry(folder, suite, entry, entry_path(folder, suite, name))
 
 
 def _suites(names: list[str] | None) -> list[Suite] | None:
@@ -171,17 +181,21 @@ def push_command(
     message: Annotated[str | None, typer.Option(help="commit or pull-request title")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the files it would send, send nothing")] = False,
 ) -> None:
-    """Upload entries, regenerated tables and the dataset card to a Hub dataset repository."""
+    """Upload entries, regenerated tables and the dataset card to a Hub dataset repository.
+
+    A commit also uploads the local verdict store (maintainers' verdicts); a pull request never does.
+    """
     from sbbench.leaderboard.hub import HubError, file_digest, hub_base, plan_push, push, require_token
 
     try:
         token = None if dry_run else require_token()
         base, parent = hub_base(repo)
-        plan = plan_push(root, base, _suites(suite), parent)
+        plan = plan_push(root, base, _suites(suite), parent, verdicts=not create_pr)
     except (HubError, EntryError) as error:
         raise UserError(str(error)) from None
     console.print(f"{'new repository' if parent is None else f'on top of {repo} at {parent[:12]}'}: "
-                  f"{len(plan.changed_entries)} new or changed entr{'y' if len(plan.changed_entries) == 1 else 'ies'}",
+                  f"{len(plan.changed_entries)} new or changed entr{'y' if len(plan.changed_entries) == 1 else 'ies'}"
+                  + (f", {len(plan.changed_verdicts)} new or changed verdict(s)" if plan.changed_verdicts else ""),
                   markup=False)
     for operation in plan.operations:
         size = len(operation.path_or_fileobj) if isinstance(operation.path_or_fileobj, bytes) else 0
@@ -190,8 +204,9 @@ def push_command(
     if dry_run:
         console.print("dry run: nothing was sent", markup=False, soft_wrap=True)
         return
-    names = ", ".join(Path(path).stem for path in plan.changed_entries)
-    title = message or f"{'Propose' if create_pr else 'Update'} entries {names} ({', '.join(plan.suites)})"
+    names = ", ".join(Path(path).stem for path in plan.changed_entries) or "none"
+    verdicts = f", {len(plan.changed_verdicts)} verdict(s)" if plan.changed_verdicts else ""
+    title = message or f"{'Propose' if create_pr else 'Update'} entries {names}{verdicts} ({', '.join(plan.suites)})"
     try:
         url = push(plan, repo, create_pr=create_pr, message=title, token=token)
     except HubError as error:

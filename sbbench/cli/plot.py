@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -20,9 +20,9 @@ from sbbench.cli.common import (
     task_named,
 )
 from sbbench.data.dataset import Dataset
-from sbbench.methods.base import Method
+from sbbench.isolation import DEFAULT_LIMITS, IsolatedFit
 from sbbench.methods.registry import MethodInfo
-from sbbench.runner import InvalidModel, build_data, default_device, fit_job
+from sbbench.runner import FitFailure, InvalidModel, build_data, default_device, fit_job
 from sbbench.tasks import Task
 
 
@@ -50,7 +50,7 @@ def plot_command(
         raise UserError(f"--seed must be non-negative, got {seed}")
     task_spec = task_named(task)
     info = method_named(method)
-    configured = configure(info, parse_overrides(hp or []))
+    hparams = configure(info, parse_overrides(hp or []))
     data = build_data(task_spec, seed)
     space = data.space
     simple, complex_ = space.blocks["S"], space.blocks["Sc"]
@@ -59,7 +59,7 @@ def plot_command(
         raise UserError(f"--sc-coord must be an S^c coordinate of {task} ({complex_[0]} .. {complex_[-1]}), got {sc}")
     if not 0 <= anchor < len(data.test):
         raise UserError(f"--anchor must index a test example (0 .. {len(data.test) - 1}), got {anchor}")
-    model = _train(info, configured, task_spec, data, seed)
+    model = _train(info, hparams, task_spec, data, seed)
     device = next(model.parameters(), torch.empty(0)).device
     x, y = data.test.x.to(device), data.test.y.to(device)
     label = f"{info.name} on {task_spec.name}, seed {seed}"
@@ -74,11 +74,13 @@ def plot_command(
             console.print(f"wrote {path}", markup=False, soft_wrap=True)
 
 
-def _train(info: MethodInfo, method: Method, task: Task, data: Dataset, seed: int) -> nn.Module:
-    """Fit ``method`` on ``data`` (the task's draw for ``seed``) exactly as a scored job does: no test split."""
+def _train(info: MethodInfo, hparams: dict[str, Any], task: Task, data: Dataset, seed: int) -> nn.Module:
+    """Fit the method on ``data`` (the task's draw for ``seed``) exactly as a scored job does: in a fit
+    process, without the test split."""
     with errors.status(f"training {info.name} on {task.name}, seed {seed}") as status:
         try:
-            return fit_job(info, method, task, data, seed, device=default_device(),
-                           log=lambda message: status.update(f"training {info.name} on {task.name}: {message}"))
-        except InvalidModel as error:
+            return fit_job(info, hparams, task, data, seed, device=default_device(),
+                           log=lambda message: status.update(f"training {info.name} on {task.name}: {message}"),
+                           fit=IsolatedFit(limits=DEFAULT_LIMITS))
+        except (InvalidModel, FitFailure) as error:
             raise UserError(f"{info.name}: {error}") from None

@@ -12,6 +12,8 @@ from rich.table import Table
 
 from sbbench.cache import ResultCache, default_cache_dir
 from sbbench.cli.common import (
+    FitMemoryGB,
+    FitSeconds,
     UserError,
     app,
     configure,
@@ -19,6 +21,7 @@ from sbbench.cli.common import (
     errors,
     force_device,
     job_log,
+    limits_for,
     method_named,
     parse_overrides,
     progress_bar,
@@ -29,6 +32,7 @@ from sbbench.cli.common import (
     task_named,
 )
 from sbbench.executors import EXECUTORS, ClusterError
+from sbbench.isolation import IsolatedFit
 from sbbench.leaderboard.store import build_entry, owner_conflict
 from sbbench.methods.registry import MethodInfo
 from sbbench.results import RunResult
@@ -49,14 +53,20 @@ def run_command(
     out: Annotated[Path | None, typer.Option(help="write the per-seed records as a JSON list")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] (default: CUDA when present, else CPU)")]
     = None,
+    fit_seconds: FitSeconds = None,
+    fit_memory_gb: FitMemoryGB = None,
 ) -> None:
-    """Train and evaluate one method on one task over several seeds (no leaderboard)."""
+    """Train and evaluate one method on one task over several seeds (no leaderboard).
+
+    Each fit runs in a child process under the limits, as in `sbbench score`.
+    """
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     force_device(device)
     task_spec = task_named(task)
     info = method_named(method)
-    configured = configure(info, parse_overrides(hp or []))
+    hparams = configure(info, parse_overrides(hp or []))
+    fitter = IsolatedFit(limits=limits_for(None, fit_seconds, fit_memory_gb))
     results = []
     log_path = results_root() / "logs" / f"{info.name}_{task_spec.name}.log"
     with progress_bar() as progress, job_log(log_path) as keep:
@@ -65,8 +75,7 @@ def run_command(
             def log(message: str, seed: int = seed) -> None:
                 keep(f"{task_spec.name} seed {seed}: {message}")
                 progress.update(bar, description=f"{info.name} on {task_spec.name}, seed {seed}: {message}")
-            # A fresh method per seed, as `score` does: fit may keep state on the instance.
-            results.append(run_job(info, info.cls(configured.hparams), task_spec, seed, log=log))
+            results.append(run_job(info, hparams, task_spec, seed, log=log, fit=fitter))
             progress.advance(bar)
     if out is not None:
         out.write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
@@ -95,6 +104,8 @@ def score_command(
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] (default: CUDA when present, else CPU)")]
     = None,
+    fit_seconds: FitSeconds = None,
+    fit_memory_gb: FitMemoryGB = None,
 ) -> None:
     """Score a method on every task x seed of a suite and write its leaderboard entry.
 
@@ -108,7 +119,7 @@ def score_command(
     suite_spec = suite_named(suite)
     info = method_named(method)
     overrides = parse_overrides(hp or [])
-    hparams = configure(info, overrides).hparams.model_dump(mode="json")
+    hparams = configure(info, overrides)
     root = root or results_root()
     refuse_owner_conflict(root, suite_spec, info)
     jobs = len(suite_spec.tasks) * len(suite_spec.seeds)
@@ -123,6 +134,7 @@ def score_command(
         try:
             outcome = score(info, hparams, suite_spec, cache=ResultCache(cache_dir or default_cache_dir()),
                             workers=workers, executor=executor, scheduler=scheduler,
+                            limits=limits_for(suite_spec, fit_seconds, fit_memory_gb),
                             on_result=report_result(progress, bar), log=log)
         except ClusterError as error:
             raise UserError(str(error)) from None

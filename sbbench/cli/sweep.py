@@ -10,10 +10,14 @@ import typer
 
 from sbbench.cache import ResultCache, default_cache_dir
 from sbbench.cli.common import (
+    FitMemoryGB,
+    FitSeconds,
     UserError,
     app,
     console,
     errors,
+    job_log,
+    limits_for,
     method_named,
     progress_bar,
     publish_entry,
@@ -21,7 +25,10 @@ from sbbench.cli.common import (
     results_root,
     suite_named,
 )
+from sbbench.cli.score import check_executor, refuse_owner_conflict
+from sbbench.executors import ClusterError
 from sbbench.leaderboard.store import build_entry
+from sbbench.methods.describe import DescribeError
 from sbbench.runner import default_device
 from sbbench.scoring import score
 from sbbench.sweep import SELECTION_METRIC, Trial, run_sweep, search_space
@@ -36,16 +43,25 @@ def sweep_command(
     = 0,
     holdout: Annotated[float, typer.Option(help="share of the training split held out for selection (T0/T1)")]
     = 0.2,
-    workers: Annotated[int, typer.Option(help="parallel worker processes for the final score")] = 1,
+    workers: Annotated[int, typer.Option(help="parallel worker processes (trials and the final score)")] = 1,
     root: Annotated[Path | None, typer.Option(help="leaderboard folder to write the entry into (default "
                                                    "$SBBENCH_RESULTS or ./sbbench-results)")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="result cache (default $SBBENCH_CACHE or .sbbench/cache)")]
     = None,
+    executor: Annotated[str, typer.Option(help="where trials and scored jobs run: isolated (fit in child "
+                                               "processes under the suite's limits), inline (one process, for "
+                                               "debugging), dask (needs --scheduler) or dask-local (a local Dask "
+                                               "cluster of --workers single-core processes)")]
+    = "isolated",
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
+    fit_seconds: FitSeconds = None,
+    fit_memory_gb: FitMemoryGB = None,
 ) -> None:
     """Random-search a method's declared hyperparameter ranges, score the chosen setting, write its entry.
 
     Selection never reads a test set: T0/T1 trials are scored on a held-out share of the
-    training split, T2 trials on the decorrelated validation set (see docs/sweep.md).
+    training split, T2 trials on the decorrelated validation set. Every trial runs like a scored
+    job: on the executor, with fit isolated under the suite's limits, cached (see docs/sweep.md).
     """
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")
@@ -53,42 +69,73 @@ def sweep_command(
         raise UserError(f"--holdout must lie strictly between 0 and 1, got {holdout}")
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    check_executor(executor, scheduler)
     suite_spec = suite_named(suite)
     info = method_named(method)
-    if not search_space(info.cls):
+    root = root or results_root()
+    refuse_owner_conflict(root, suite_spec, info)
+    if not search_space(info):
         errors.print(f"{info.name} declares no search ranges: every trial uses the defaults", markup=False)
     cache = ResultCache(cache_dir or default_cache_dir())
-    with progress_bar() as progress:
+    limits = limits_for(suite_spec, fit_seconds, fit_memory_gb)
+    log_path = results_root() / "logs" / f"{info.name}_{suite_spec.label}.log"
+    with progress_bar() as progress, job_log(log_path) as keep:
         bar = progress.add_task(f"sweeping {info.name} on {suite_spec.label}", total=trials)
 
-        def on_trial(trial: Trial) -> None:
-            failed = [f"{r.task}: {r.error}" for r in trial.results if r.status != "ok"]
-            accs = ", ".join(f"{r.task} {r.metrics[SELECTION_METRIC]:.4f}" for r in trial.results if r.status == "ok")
-            progress.console.print(f"trial {trial.index} {json.dumps(trial.hparams)}: {accs}"
-                                   + (f" FAILED ({'; '.join(failed)})" if failed else ""), markup=False)
+        def on_trial(trial: Trial, reused: bool) -> None:
+            failed = [r for r in trial.results if r.status != "ok"]
+            scores = ", ".join(f"{r.task} {r.metrics[SELECTION_METRIC]:.4f}" if r.status == "ok" else f"{r.task} failed"
+                               for r in trial.results)
+            progress.console.print(f"trial {trial.index} {json.dumps(trial.hparams)}: {scores}"
+                                   + (" (cached)" if reused else ""), markup=False, soft_wrap=True)
+            for result in failed:
+                progress.console.print(f"trial {trial.index} {result.task} seed {result.seed}: failed ({result.error})",
+                                       markup=False, soft_wrap=True)
             progress.advance(bar)
 
         def log(message: str) -> None:
-            progress.update(bar, description=f"sweeping {info.name}: {message}")
+            keep(message)
+            progress.update(bar, description=f"sweeping {info.name} on {suite_spec.label}: {message}")
 
         try:
-            outcome = run_sweep(info, suite_spec, trials, seed, cache=cache, holdout=holdout, on_trial=on_trial,
-                                log=log)
-        except ValueError as error:
+            outcome = run_sweep(info, suite_spec, trials, seed, cache=cache, holdout=holdout, executor=executor,
+                                workers=workers, scheduler=scheduler, limits=limits, on_trial=on_trial, log=log)
+        except (ValueError, DescribeError, ClusterError) as error:
             raise UserError(str(error)) from None
-    console.print(f"chosen: trial {outcome.best.index} {json.dumps(outcome.best.hparams)} "
-                  f"(selection accuracy {outcome.best.score:.4f})")
-    jobs = len(suite_spec.tasks) * len(suite_spec.seeds)
-    with progress_bar() as progress:
-        bar = progress.add_task(f"scoring {info.name} on {suite_spec.label}", total=jobs)
-        scored = score(info, outcome.best.hparams, suite_spec, cache=cache, workers=workers,
-                       on_result=report_result(progress, bar))
-    failed = [r for r in scored.results if r.status == "failed"]
+    failed = [trial for trial in outcome.trials if trial.failed]
+    if outcome.best is None:
+        errors.print(f"{len(failed)} of {trials} trials failed; the leaderboard was not changed. Finished trials "
+                     f"are cached: fix the method and sweep again (training log: {log_path}).",
+                     markup=False, soft_wrap=True)
+        raise typer.Exit(1)
     if failed:
-        errors.print(f"{len(failed)} of {jobs} scoring jobs failed; the leaderboard was not changed.", markup=False)
+        errors.print(f"{len(failed)} of {trials} trials failed and cannot be chosen (training log: {log_path}).",
+                     markup=False, soft_wrap=True)
+    console.print(f"chosen: trial {outcome.best.index} {json.dumps(outcome.best.hparams)} "
+                  f"(selection accuracy {outcome.best.score:.4f}); {outcome.reused} of {outcome.jobs} trial jobs "
+                  "reused from the cache", markup=False, soft_wrap=True)
+    jobs = len(suite_spec.tasks) * len(suite_spec.seeds)
+    with progress_bar() as progress, job_log(log_path) as keep:
+        bar = progress.add_task(f"scoring {info.name} on {suite_spec.label}", total=jobs)
+
+        def score_log(message: str) -> None:
+            keep(message)
+            progress.update(bar, description=f"scoring {info.name} on {suite_spec.label}: {message}")
+
+        try:
+            scored = score(info, outcome.best.hparams, suite_spec, cache=cache, workers=workers, executor=executor,
+                           scheduler=scheduler, limits=limits, on_result=report_result(progress, bar), log=score_log)
+        except ClusterError as error:
+            raise UserError(str(error)) from None
+    failed_jobs = [r for r in scored.results if r.status == "failed"]
+    if failed_jobs:
+        errors.print(f"{len(failed_jobs)} of {jobs} jobs failed; the leaderboard was not changed. Finished jobs are "
+                     f"cached: fix the method and sweep again (training log: {log_path}).",
+                     markup=False, soft_wrap=True)
         raise typer.Exit(1)
     entry = build_entry(info, outcome.best.hparams, outcome.source, suite_spec, scored.results,
                         str(default_device()))
-    path = publish_entry(root or results_root(), suite_spec, entry)
+    path = publish_entry(root, suite_spec, entry)
     console.print(f"{info.name}: score {entry.primary_score:.4f} ({suite_spec.primary_metric}, mean over tasks); "
-                  f"entry written to {path}")
+                  f"{scored.reused} of {jobs} jobs reused from the cache; entry written to {path}",
+                  markup=False, soft_wrap=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,14 @@ from sbbench.executors import ClusterError
 from sbbench.leaderboard.store import EntryError, entry_path, read_entry
 from sbbench.results import RunResult
 from sbbench.suite import SUITES, Suite
-from sbbench.verify import TOLERANCE, VerifyError, judge, record_verdict, retrain, retrainable, verification_seeds
+from sbbench.verify import (
+    DEFAULT_FRESH_SEEDS,
+    MIN_FRESH_SEEDS,
+    VerifyError,
+    plan_verification,
+    record_verdict,
+    verify_entry,
+)
 
 
 @app.command("verify")
@@ -22,21 +30,23 @@ def verify_command(
                                               "inside a leaderboard folder")],
     suite: Annotated[str | None, typer.Option(help="suite name (default: synthetic, or the suite of an entry file)")]
     = None,
-    seeds: Annotated[int | None, typer.Option(help="re-train on this many seeds (default: as many as the suite has)")]
-    = None,
-    fresh_seeds: Annotated[bool, typer.Option("--fresh-seeds", help="re-train on new random seeds (new rotations "
-                                                                      "and data) instead of the suite's")] = False,
+    seeds: Annotated[int | None, typer.Option(help=f"with --fresh-seeds: how many (default {DEFAULT_FRESH_SEEDS}, "
+                                                   f"at least {MIN_FRESH_SEEDS})")] = None,
+    fresh_seeds: Annotated[bool, typer.Option("--fresh-seeds", help="re-train on new secret data seeds and test every "
+                                                                      "metric statistically, instead of reproducing "
+                                                                      "the suite's seeds bit for bit")] = False,
     root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
-    executor: Annotated[str, typer.Option(help="isolated, inline, dask or dask-local (as for `sbbench score`)")]
-    = "isolated",
+    executor: Annotated[str, typer.Option(help="isolated, dask or dask-local (never inline: it would run the "
+                                               "method's code in the verifying process)")] = "isolated",
     workers: Annotated[int, typer.Option(help="parallel worker processes")] = 1,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (with --executor dask)")] = None,
 ) -> None:
     """Re-train an entry's method with its recorded hyperparameters and accept or reject its numbers.
 
-    The claimed seed mean of every task and table metric must lie within the re-run's 95% CI
-    widened by the tolerance (docs/verification.md); the verdict is stored in the entry and
-    shown by `sbbench leaderboard`. Exit code 0: accepted, 1: rejected, 2: not verifiable.
+    On the suite's seeds with the entry's software every run must be reproduced bit for bit;
+    with --fresh-seeds (or other software) every metric is tested on new secret seeds
+    (docs/verification.md). The verdict goes to the suite's verdict store, keyed by the entry's
+    content, and shows in `sbbench leaderboard`. Exit code 0: accepted, 1: rejected, 2: not verifiable.
     """
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
@@ -49,21 +59,20 @@ def verify_command(
     if (claimed.suite.name, claimed.suite.version) != (suite_spec.name, suite_spec.version):
         raise UserError(f"{path} is an entry of {claimed.suite.name}-v{claimed.suite.version}, not {suite_spec.label}")
     try:
-        seed_list = verification_seeds(suite_spec, seeds, fresh_seeds)
-        info, hparams = retrainable(claimed, suite_spec)
-        errors.print(f"re-training {info.name} on {suite_spec.label}, seeds {seed_list}, in a fresh cache",
-                     markup=False)
-        rerun = retrain(info, hparams, suite_spec, seed_list, executor=executor, workers=workers,
-                        scheduler=scheduler, on_result=_report)
-        verdict = judge(claimed, suite_spec, rerun, seed_list)
-        record_verdict(root, suite_spec, path, claimed, verdict)
+        plan = plan_verification(claimed, suite_spec, seeds, fresh_seeds)
+        verdict = verify_entry(claimed, suite_spec, plan, executor=executor, workers=workers, scheduler=scheduler,
+                               announce=lambda text: errors.print(text, markup=False, soft_wrap=True),
+                               on_result=_progress(len(suite_spec.tasks) * plan.count))
+        stored = record_verdict(root, suite_spec, path, verdict)
     except (VerifyError, ClusterError, EntryError) as error:
         raise UserError(str(error)) from None
-    for line in verdict.details:
-        console.print(line, markup=False)
+    for line in [verdict.software, *verdict.details]:
+        console.print(line, markup=False, soft_wrap=True)
+    if verdict.mode == "fresh-seeds":
+        console.print(f"fresh data seeds, secret until training ended: {verdict.seeds}", markup=False, soft_wrap=True)
     outcome = "ACCEPTED" if verdict.accepted else "REJECTED"
-    console.print(f"{claimed.method.name} on {suite_spec.label}: {outcome} (tolerance {TOLERANCE}); verdict by "
-                  f"{verdict.by} recorded in {path}", markup=False)
+    console.print(f"{claimed.method.name} on {suite_spec.label}: {outcome} (rule {verdict.mode}); verdict by "
+                  f"{verdict.by} recorded in {stored}", markup=False, soft_wrap=True)
     if not verdict.accepted:
         raise typer.Exit(1)
 
@@ -94,7 +103,13 @@ def _locate(entry: str, suite: str | None, root: Path) -> tuple[Path, Path, Suit
     return path, root, suite_spec
 
 
-def _report(result: RunResult, reused: bool) -> None:
-    state = "cached" if reused else result.status
-    errors.print(f"{result.task} seed {result.seed}: {state}" + (f" ({result.error})" if result.error else ""),
-                 markup=False)
+def _progress(total: int) -> Callable[[RunResult, bool], None]:
+    """A callback printing one line per finished re-run job: its task and count, never its (maybe secret) seed."""
+    done = 0
+
+    def report(result: RunResult, reused: bool) -> None:
+        nonlocal done
+        done += 1
+        errors.print(f"{result.task}: job {done} of {total} {result.status}", markup=False)
+
+    return report

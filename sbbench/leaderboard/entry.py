@@ -1,17 +1,22 @@
-"""The leaderboard entry file: ``leaderboard/<suite>-v<version>/entries/<name>.json``.
+"""The leaderboard entry file ``<root>/<suite>-v<version>/entries/<name>.json`` and its verdicts.
 
-One pydantic schema is the single source of truth for the format; ``docs/entry-format.md``
-describes it field by field.
+One pydantic schema is the single source of truth for each format; ``docs/entry-format.md``
+describes them field by field. An entry holds *claims* only; whether they were verified is a
+:class:`Verdict`, kept in ``<root>/<suite>-v<version>/verdicts/<claims digest>.json`` (written by
+``sbbench verify``, never by a submitter) and found by :func:`claims_digest` of the entry as it
+is now, so an entry edited after its verification has no verdict.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sbbench.leaderboard.stats import Summary
 from sbbench.results import RunResult
@@ -61,18 +66,8 @@ class SuiteRef(BaseModel):
     hash: str
 
 
-class Verdict(BaseModel):
-    """The outcome of re-training an entry to verify it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    accepted: bool
-    rule: str
-    seeds: list[int]
-    details: list[str] = Field(default_factory=list)
-    by: str
-    at: datetime
-    sbbench_version: str
+LEGACY_VERDICT_KEY = "verification"
+"""Where entry files once stored their verdict; the key is accepted when reading and ignored."""
 
 
 class Entry(BaseModel):
@@ -90,13 +85,59 @@ class Entry(BaseModel):
     aggregates: dict[str, dict[str, Summary]] = Field(description="task -> metric -> summary over seeds")
     runs: list[RunResult]
     wall_seconds: float = Field(description="summed train + evaluation time of all runs")
-    verification: Verdict | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_legacy_verdict(cls, data: Any) -> Any:
+        """Drop the ``verification`` object that older entry files carry: it is never trusted.
+
+        Anyone can paste a verdict into an entry file, so verdicts live in the verdict store
+        instead; an old file still reads, and is written back without it.
+        """
+        if isinstance(data, dict) and LEGACY_VERDICT_KEY in data:
+            return {key: value for key, value in data.items() if key != LEGACY_VERDICT_KEY}
+        return data
+
+
+def claims_digest(entry: Entry) -> str:
+    """sha256 of the entry's claims: its canonical JSON (sorted keys, no whitespace), which holds no verdict.
+
+    The name of the entry's verdict file; any change to the entry's content changes it.
+    """
+    canonical = json.dumps(entry.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+VerifyMode = Literal["identical", "fresh-seeds"]
+"""``identical``: the suite's seeds, every run bit for bit; ``fresh-seeds``: a two-sample test per metric."""
+
+
+class Verdict(BaseModel):
+    """The outcome of re-training an entry to verify it, stored in the suite's verdict store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    claims: str = Field(description="claims_digest of the entry verified; the verdict file's name")
+    method: str = Field(description="the entry's name (its method)")
+    accepted: bool
+    mode: VerifyMode
+    rule: str = Field(description="the acceptance rule applied, in words")
+    software: str = Field(description="the entry's software against the verifier's, and what that implied")
+    seeds: list[int] = Field(description="the data seeds re-trained on (fresh ones are secret until the end)")
+    details: list[str] = Field(default_factory=list)
+    by: str
+    at: datetime
+    sbbench_version: str
+    torch_version: str
 
 
 @dataclass(frozen=True)
 class LoadedEntry:
-    """An entry with where it lives and whether its suite hash is out of date."""
+    """An entry with where it lives, whether its suite hash is out of date and its verdict, if any."""
 
     entry: Entry
     path: Path
     stale: bool
+    verdict: Verdict | None = None
+    """The verdict of the verdict store for the entry's current claims (never one from the entry file)."""

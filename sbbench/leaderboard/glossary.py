@@ -12,8 +12,9 @@ FIXED_COLUMNS: dict[str, str] = {
     "method": "the method's registry name (its entry file is `entries/<method>.json`)",
     "track": "side information the method may use: T0 none, T1 an unlabeled decorrelated pool, "
              "T2 T1 plus a small labeled decorrelated validation set, oracle which coordinates form S",
-    "status": "verified / rejected (re-trained by a maintainer, see the entry's verification), unverified, "
-              "or stale (scored on an older definition of the suite: re-score it)",
+    "status": "verified / rejected (a maintainer re-trained the entry as it is now; the verdict is kept in the "
+              "suite's verdicts/ folder, never in the entry), unverified (no verdict on the entry's current "
+              "contents), or stale (scored on an older definition of the suite: re-score it)",
     "score": "the primary metric (see the suite) averaged over tasks of its per-task seed means; "
              "for s_rand_auc, 0.5 means the model uses nothing but S and 1.0 that it also uses S^c fully",
     "seeds": "the number of seeds behind every mean in the row",

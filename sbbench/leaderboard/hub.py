@@ -4,23 +4,27 @@ The repository mirrors a local leaderboard folder::
 
     README.md                                   dataset card (columns, suites, how to submit)
     <suite>-v<version>/entries/<method>.json    entry files, byte for byte
-    <suite>-v<version>/leaderboard.csv          tables generated from the entries
+    <suite>-v<version>/verdicts/<digest>.json   the verdict store: maintainers' verdicts, byte for byte
+    <suite>-v<version>/leaderboard.csv          tables generated from the entries and verdicts
     <suite>-v<version>/LEADERBOARD.md
 
 A push *adds or updates* entries: it starts from the repository's current snapshot, lays the
 local entries over it (same name: the local one wins; nothing is deleted), regenerates the
 tables and the card from that union, and sends one commit, or one pull request with
-``create_pr`` (how outside submitters propose an entry). A pull downloads the snapshot into
-the local Hub cache (``HF_HUB_CACHE``), where browsing reads it without a network.
+``create_pr`` (how outside submitters propose an entry). A commit also carries the local verdict
+store (a maintainer's verdicts); a pull request never does: verdicts are not proposed, they are
+made by maintainers. A pull downloads the snapshot, verdicts included, into the local Hub cache
+(``HF_HUB_CACHE``), where browsing reads it without a network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token, snapshot_download
@@ -31,10 +35,10 @@ from huggingface_hub.utils import (
     RepositoryNotFoundError,
 )
 
-from sbbench.leaderboard.entry import LoadedEntry
+from sbbench.leaderboard.entry import LoadedEntry, Verdict
 from sbbench.leaderboard.glossary import FIXED_COLUMNS, metric_description
 from sbbench.leaderboard.render import TRACK_ORDER, leaderboard_frame, to_markdown
-from sbbench.leaderboard.store import load_entries, suites_with_entries
+from sbbench.leaderboard.store import load_entries, read_verdict, suites_with_entries, verdict_dir
 from sbbench.suite import Suite
 
 REPO_TYPE = "dataset"
@@ -70,6 +74,8 @@ class PushPlan:
     changed_entries: list[str]
     """``<suite>/entries/<name>.json`` paths that are new or differ from the repository's."""
     suites: list[str]
+    changed_verdicts: list[str] = field(default_factory=list)
+    """``<suite>/verdicts/<digest>.json`` paths that are new or differ from the repository's (commits only)."""
 
     @property
     def paths(self) -> list[str]:
@@ -85,17 +91,20 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def plan_push(root: Path, base: Path | None, suites: Sequence[Suite] | None = None,
-              parent_commit: str | None = None) -> PushPlan:
+              parent_commit: str | None = None, *, verdicts: bool = True) -> PushPlan:
     """The operations that publish the entries under ``root`` on top of the snapshot ``base``.
 
     ``base`` is a local copy of the repository (``None`` for a new one); ``suites`` default to
-    every known suite with entries under ``root``. The card also lists the suites that only the
-    repository has. Raises :class:`HubError` when no entry is
-    new or changed, and :class:`~sbbench.leaderboard.store.EntryError` on an invalid entry.
+    every known suite with entries under ``root``. With ``verdicts`` (a maintainer's commit) the
+    local verdict store is sent too; without (a pull request) it is not, and statuses come from
+    the repository's verdicts alone. The card also lists the suites that only the repository has.
+    Raises :class:`HubError` when no entry or verdict is new or changed, and
+    :class:`~sbbench.leaderboard.store.EntryError` on an invalid entry.
     """
     chosen = list(suites) if suites is not None else suites_with_entries(root)
     operations: list[CommitOperationAdd] = []
     changed: list[str] = []
+    changed_verdicts: list[str] = []
     boards: list[tuple[Suite, list[LoadedEntry]]] = []
     for suite in chosen:
         local = load_entries(root, suite)
@@ -107,8 +116,12 @@ def plan_push(root: Path, base: Path | None, suites: Sequence[Suite] | None = No
                 path = f"{suite.label}/entries/{item.path.name}"
                 changed.append(path)
                 operations.append(CommitOperationAdd(path_in_repo=path, path_or_fileobj=data))
+        if verdicts:
+            sent = _new_verdicts(root, base, suite)
+            changed_verdicts += list(sent)
+            operations += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in sent.items()]
         merged = {item.path.name: item for item in remote} | {item.path.name: item for item in local}
-        board = [merged[name] for name in sorted(merged)]
+        board = [_with_verdict(merged[name], suite, root if verdicts else None, base) for name in sorted(merged)]
         if board:
             boards.append((suite, board))
             frame = leaderboard_frame(board, suite)
@@ -116,7 +129,7 @@ def plan_push(root: Path, base: Path | None, suites: Sequence[Suite] | None = No
                                                  path_or_fileobj=frame.to_csv(index=False).encode()))
             operations.append(CommitOperationAdd(path_in_repo=f"{suite.label}/LEADERBOARD.md",
                                                  path_or_fileobj=to_markdown(frame, suite).encode()))
-    if not changed:
+    if not changed and not changed_verdicts:
         where = "the repository already has every local entry" if base is not None else "no entries"
         raise HubError(f"nothing to push: {where} under {root} for suites "
                        f"{', '.join(s.label for s in chosen) or '(none with entries)'}")
@@ -125,7 +138,31 @@ def plan_push(root: Path, base: Path | None, suites: Sequence[Suite] | None = No
             boards.append((suite, load_entries(base, suite)))
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=dataset_card(boards).encode()))
     return PushPlan(operations=operations, parent_commit=parent_commit, changed_entries=changed,
-                    suites=[suite.label for suite, _ in boards])
+                    suites=[suite.label for suite, _ in boards], changed_verdicts=changed_verdicts)
+
+
+def _new_verdicts(root: Path, base: Path | None, suite: Suite) -> dict[str, bytes]:
+    """Repository path -> bytes of each valid local verdict file that the repository lacks or holds otherwise."""
+    sent = {}
+    for path in sorted(verdict_dir(root, suite).glob("*.json")):
+        data = path.read_bytes()
+        try:
+            if Verdict.model_validate_json(data).claims != path.stem:
+                continue
+        except ValueError:
+            continue
+        remote = verdict_dir(base, suite) / path.name if base is not None else None
+        if remote is None or not remote.is_file() or remote.read_bytes() != data:
+            sent[f"{suite.label}/verdicts/{path.name}"] = data
+    return sent
+
+
+def _with_verdict(item: LoadedEntry, suite: Suite, local: Path | None, base: Path | None) -> LoadedEntry:
+    """``item`` with the verdict on its claims from the local store (when sent), else from the repository's."""
+    verdict = read_verdict(local, suite, item.entry) if local is not None else None
+    if verdict is None and base is not None:
+        verdict = read_verdict(base, suite, item.entry)
+    return dataclasses.replace(item, verdict=verdict)
 
 
 def dataset_card(boards: Sequence[tuple[Suite, Sequence[LoadedEntry]]]) -> str:
@@ -146,7 +183,10 @@ def dataset_card(boards: Sequence[tuple[Suite, Sequence[LoadedEntry]]]) -> str:
                      f"{', '.join(t.name for t in suite.tasks)} | {', '.join(map(str, suite.seeds))} | "
                      f"`{suite.primary_metric}` (mean over tasks) | {len(entries)} |")
     lines += ["", "An entry is **stale** when its suite hash differs from the current definition of its suite "
-              "version: it stays listed, after the current ones, until it is re-scored.", ""]
+              "version: it stays listed, after the current ones, until it is re-scored. An entry is **verified** "
+              "or **rejected** only when the verdict store holds a maintainer's verdict on its exact current "
+              "content (`<suite>-v<version>/verdicts/<sha256 of the entry>.json`); a verdict written inside an "
+              "entry file is ignored, and an entry changed after its verification is **unverified** again.", ""]
     for suite, entries in boards:
         frame = leaderboard_frame(list(entries), suite)
         lines += [f"## Standings: {suite.label}", "", "| track | method | score | status |", "|---|---|---|---|"]
@@ -162,7 +202,10 @@ def dataset_card(boards: Sequence[tuple[Suite, Sequence[LoadedEntry]]]) -> str:
               "- `<suite>-v<version>/entries/<method>.json`: one entry per method: provenance, hyperparameters, "
               "per-task summaries (mean, std, 95% CI, n) and every run's metrics and per-coordinate profiles "
               "(format: `docs/entry-format.md` in the sbbench repository).",
-              "- `<suite>-v<version>/leaderboard.csv` and `LEADERBOARD.md`: the tables, generated from the entries.",
+              "- `<suite>-v<version>/verdicts/<sha256>.json`: the verdicts of `sbbench verify`, one per verified entry "
+              "content, written by maintainers only (format: `docs/verification.md`).",
+              "- `<suite>-v<version>/leaderboard.csv` and `LEADERBOARD.md`: the tables, generated from the entries "
+              "and the verdicts.",
               "", "Fetch as data: `huggingface_hub.snapshot_download(REPO, repo_type=\"dataset\")`, or "
               "`sbbench leaderboard pull --repo REPO` then `sbbench leaderboard --from-hub REPO`.", "",
               "## How to submit", "",
@@ -170,7 +213,9 @@ def dataset_card(boards: Sequence[tuple[Suite, Sequence[LoadedEntry]]]) -> str:
               "--suite synthetic` writes `leaderboard/synthetic-v1/entries/<name>.json`.",
               "2. Log in (`hf auth login`, or set `HF_TOKEN`) and propose it: "
               "`sbbench leaderboard push --repo REPO --create-pr`. This opens a pull request with your entry and "
-              "the regenerated tables; the maintainers verify it by re-training and merge it.", ""]
+              "the regenerated tables; the maintainers verify it by re-training and merge it. A pull request never "
+              "carries verdicts (`--create-pr` leaves the verdict store out), and one that touches `verdicts/` is "
+              "not merged.", ""]
     return "\n".join(lines)
 
 

@@ -5,6 +5,11 @@ Every change to :class:`~sbbench.leaderboard.entry.Entry` that old files would f
 version ``v`` into version ``v + 1``. Reading an entry applies the chain in memory; the file is
 rewritten in the new form only when the entry is next written. Versions without a migration
 are refused with a message saying how to recover (score the method again).
+
+A key that old files carry and the schema dropped, where files without it were always valid,
+needs no new version: :class:`~sbbench.leaderboard.entry.Entry` discards it when reading. So
+goes ``verification``, the verdict that entries once carried and that is never trusted
+(verdicts live in the verdict store, ``docs/verification.md``).
 """
 
 from __future__ import annotations

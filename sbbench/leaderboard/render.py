@@ -2,7 +2,9 @@
 
 Rows are grouped by track (T0, T1, T2, oracle), so methods that see more side information
 never outrank those that see less, and sorted by the primary score within a track. Entries
-scored on an older suite hash are marked ``stale`` and listed after the current ones.
+scored on an older suite hash are marked ``stale`` and listed after the current ones. The
+status column comes from the verdict store (:attr:`~sbbench.leaderboard.entry.LoadedEntry.verdict`),
+never from the entry file.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ TRACK_ORDER = ("T0", "T1", "T2", "oracle")
 
 
 def status_of(loaded: LoadedEntry) -> str:
-    """``stale``, ``verified``, ``rejected`` or ``unverified``."""
+    """``stale``, ``verified``, ``rejected`` or ``unverified``: the verdict store's word on the entry as it is."""
     if loaded.stale:
         return "stale"
-    verdict = loaded.entry.verification
-    if verdict is None:
+    if loaded.verdict is None:
         return "unverified"
-    return "verified" if verdict.accepted else "rejected"
+    return "verified" if loaded.verdict.accepted else "rejected"
 
 
 def leaderboard_frame(entries: Sequence[LoadedEntry], suite: Suite, *, track: str | None = None,

@@ -1,4 +1,4 @@
-"""The static leaderboard web site, rendered from entry files only.
+"""The static leaderboard web site, rendered from entry files and the verdict store.
 
 Layout of the output folder (every link relative, no CDN, no server: it works from
 ``file://`` and on any static host)::
@@ -9,10 +9,11 @@ Layout of the output folder (every link relative, no CDN, no server: it works fr
     <suite>-v<version>/leaderboard.csv, leaderboard.json   the same table as data
     <suite>-v<version>/entries/<name>.html   one page per entry: provenance, hyperparameters,
                                              metrics with CIs, charts (inline SVG)
-    <suite>-v<version>/entries/<name>.json   the entry file itself
+    <suite>-v<version>/entries/<name>.json   the entry (as read: a verdict pasted into the file is dropped)
 
-Charts are drawn at build time by :mod:`sbbench.leaderboard.svg`. The output folder holds a
-marker file; an existing folder without it is never overwritten.
+Charts are drawn at build time by :mod:`sbbench.leaderboard.svg`. Statuses and the verification
+shown on entry pages come from the verdict store only. The output folder holds a marker file; an
+existing folder without it is never overwritten.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from scipy import stats
 
 import sbbench
 from sbbench.leaderboard import svg
-from sbbench.leaderboard.entry import Entry, LoadedEntry
+from sbbench.leaderboard.entry import Entry, LoadedEntry, Verdict
 from sbbench.leaderboard.glossary import ADVERSARIAL, column_description, metric_description
 from sbbench.leaderboard.render import TRACK_ORDER, format_value, leaderboard_frame, status_of
 from sbbench.leaderboard.stats import Summary
@@ -155,7 +156,7 @@ def _write_board(env: Environment, folder: Path, suite: Suite, loaded: list[Load
         _write(folder / "entries" / f"{name}.html", template.render(
             base="../../", title=f"{item.entry.method.display_name} on {suite.label}", file_name=name,
             version=sbbench.__version__, **_entry_context(item, suite)))
-        shutil.copyfile(item.path, folder / "entries" / f"{name}.json")
+        _write(folder / "entries" / f"{name}.json", item.entry.model_dump_json(indent=1) + "\n")
     return 1 + len(loaded)
 
 
@@ -196,13 +197,25 @@ def _stale_note(item: LoadedEntry) -> str:
             f"{item.entry.suite.name}-v{item.entry.suite.version}: re-score this method")
 
 
+@dataclass(frozen=True)
+class _EntryPage:
+    """What the entry page reads as ``entry``: the entry's fields, and ``verification`` from the verdict store."""
+
+    entry: Entry
+    verification: Verdict | None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.entry, name)
+
+
 def _entry_context(item: LoadedEntry, suite: Suite) -> dict[str, object]:
     entry = item.entry
     tasks = {task.name: task for task in suite.tasks}
     names = [t.name for t in suite.tasks if t.name in entry.aggregates]
     names += sorted(set(entry.aggregates) - set(names))
     return {
-        "entry": entry, "status": status_of(item), "stale_note": _stale_note(item), "suite": suite,
+        "entry": _EntryPage(entry, item.verdict), "status": status_of(item), "stale_note": _stale_note(item),
+        "suite": suite,
         "provenance": _provenance_rows(entry),
         "hparams": [(key, json.dumps(value)) for key, value in sorted(entry.method.hparams.items())],
         "overview": Markup(_overview_chart(entry, names)) if names else None,

@@ -1,9 +1,10 @@
-"""Reading and writing entry files, and regenerating the tables next to them.
+"""Reading and writing entry files and verdicts, and regenerating the tables next to them.
 
-Layout: ``<root>/<suite>-v<version>/entries/<name>.json`` plus the generated
-``leaderboard.csv`` and ``LEADERBOARD.md`` in ``<root>/<suite>-v<version>/``. Every write
-happens under a file lock on the suite folder and replaces files atomically, so concurrent
-scores never corrupt an entry or a table.
+Layout: ``<root>/<suite>-v<version>/entries/<name>.json``, the verdict store
+``<root>/<suite>-v<version>/verdicts/<claims digest>.json`` (written only by ``sbbench verify``:
+maintainers' files) plus the generated ``leaderboard.csv`` and ``LEADERBOARD.md`` in
+``<root>/<suite>-v<version>/``. Every write happens under a file lock on the suite folder and
+replaces files atomically, so concurrent scores never corrupt an entry or a table.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from pydantic import ValidationError
 
 import sbbench
 from sbbench.cache import atomic_write_text
-from sbbench.leaderboard.entry import ENTRY_SCHEMA_VERSION, Entry, LoadedEntry, MethodCard, Provenance, SuiteRef
+from sbbench.leaderboard.entry import (
+    ENTRY_SCHEMA_VERSION,
+    Entry,
+    LoadedEntry,
+    MethodCard,
+    Provenance,
+    SuiteRef,
+    Verdict,
+    claims_digest,
+)
 from sbbench.leaderboard.migrations import SchemaError, migrate
 from sbbench.leaderboard.render import leaderboard_frame, to_markdown
 from sbbench.leaderboard.stats import summarize
@@ -51,6 +61,40 @@ def entry_path(root: Path, suite: Suite, name: str) -> Path:
     return suite_dir(root, suite) / "entries" / f"{name}.json"
 
 
+def verdict_dir(root: Path, suite: Suite) -> Path:
+    """The suite's verdict store: maintainers' files, one per verified claims digest."""
+    return suite_dir(root, suite) / "verdicts"
+
+
+def verdict_path(root: Path, suite: Suite, claims: str) -> Path:
+    """Where the verdict on the claims with digest ``claims`` lives."""
+    return verdict_dir(root, suite) / f"{claims}.json"
+
+
+def read_verdict(root: Path, suite: Suite, entry: Entry) -> Verdict | None:
+    """The stored verdict on ``entry`` as it is now, or ``None``.
+
+    Only a readable verdict file named by the entry's :func:`~sbbench.leaderboard.entry.claims_digest`
+    that names the same digest and method counts; anything else (an entry edited after its
+    verdict, a damaged or renamed verdict file) leaves the entry unverified.
+    """
+    claims = claims_digest(entry)
+    try:
+        verdict = Verdict.model_validate_json(verdict_path(root, suite, claims).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if verdict.claims != claims or verdict.method != entry.method.name:
+        return None
+    return verdict
+
+
+def write_verdict(root: Path, suite: Suite, verdict: Verdict) -> Path:
+    """Store ``verdict`` atomically under its claims digest (the caller holds :func:`suite_lock`)."""
+    path = verdict_path(root, suite, verdict.claims)
+    atomic_write_text(path, verdict.model_dump_json(indent=1) + "\n")
+    return path
+
+
 def provenance(device: str) -> Provenance:
     """This process's software versions, git commit, device and time."""
     return Provenance(sbbench_version=sbbench.__version__, git_commit=_git_commit(), python=sys.version.split()[0],
@@ -70,10 +114,10 @@ def build_entry(info: MethodInfo, hparams: dict, hparams_source: str, suite: Sui
     meta = info.meta
     card = MethodCard(
         name=info.name, display_name=(meta.display_name if meta and meta.display_name else info.name),
-        version=str(info.cls.version), track=info.cls.track.value, code_hash=info.code_hash, hparams=hparams,
+        version=info.version, track=info.track.value, code_hash=info.code_hash, hparams=hparams,
         hparams_source=hparams_source, source=info.source, authors=list(meta.authors) if meta else [],
-        paper=meta.paper if meta else info.cls.paper,
-        description=meta.description if meta else (info.cls.__doc__ or "").strip().split("\n")[0],
+        paper=meta.paper if meta else info.description.paper,
+        description=meta.description if meta else info.description.summary,
     )
     return Entry(method=card, provenance=provenance(device),
                  suite=SuiteRef(name=suite.name, version=suite.version, hash=suite.content_hash()),
@@ -117,7 +161,7 @@ def _other_schema_version(data: bytes) -> dict | None:
 
 
 def load_entries(root: Path, suite: Suite, problems: list[EntryError] | None = None) -> list[LoadedEntry]:
-    """Every entry of ``suite`` under ``root``, each flagged stale when its suite hash differs.
+    """Every entry of ``suite`` under ``root``, each flagged stale when its suite hash differs, with its verdict.
 
     With a ``problems`` list, an entry file that cannot be read or is invalid (including one
     written by a newer sbbench: :class:`NewerEntryError`) is skipped and its :class:`EntryError`
@@ -125,7 +169,6 @@ def load_entries(root: Path, suite: Suite, problems: list[EntryError] | None = N
     raises its :class:`EntryError`.
     """
     folder = suite_dir(root, suite) / "entries"
-    current = suite.content_hash()
     loaded = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -135,8 +178,14 @@ def load_entries(root: Path, suite: Suite, problems: list[EntryError] | None = N
                 raise
             problems.append(error)
             continue
-        loaded.append(LoadedEntry(entry=entry, path=path, stale=entry.suite.hash != current))
+        loaded.append(loaded_entry(root, suite, entry, path))
     return loaded
+
+
+def loaded_entry(root: Path, suite: Suite, entry: Entry, path: Path) -> LoadedEntry:
+    """``entry``, read from ``path`` under ``root``, flagged stale or not and with its verdict from ``root``."""
+    return LoadedEntry(entry=entry, path=path, stale=entry.suite.hash != suite.content_hash(),
+                       verdict=read_verdict(root, suite, entry))
 
 
 def owner_conflict(root: Path, suite: Suite, name: str, source: str) -> str | None:
@@ -161,6 +210,10 @@ def owner_conflict(root: Path, suite: Suite, name: str, source: str) -> str | No
 
 def write_entry(root: Path, suite: Suite, entry: Entry, problems: list[EntryError] | None = None) -> Path:
     """Write ``entry`` atomically under the suite's lock, then regenerate the tables.
+
+    The file never holds a verdict (:class:`~sbbench.leaderboard.entry.Entry` has none: a legacy
+    ``verification`` object read from an old file is dropped); a verdict on the same claims in the
+    verdict store still applies.
 
     Raises :class:`EntryError` when the file holds another source's entry (:func:`owner_conflict`).
     Other entry files that cannot be read are left out of the tables and, when given, appended to

@@ -48,10 +48,11 @@ class _PGDAdversarialTraining(Method):
     """Shared body of the two variants: minimise the loss on PGD examples only.
 
     Each minibatch ``(x, y)`` is replaced by ``x' = x + delta`` with
-    ``delta ~= argmax_{||delta|| <= eps} CE(f(x + delta), y)`` found by PGD (random start in
-    the ball of radius ``eps/10``, ``steps`` steps of size ``step_fraction * eps``), and the step
-    minimises ``mean_i CE(f(x'_i), y_i)``. Adversarial inputs are clipped to the range of the
-    training inputs (``[min x, max x]`` over the training set, e.g. ``[0, 1]`` for images).
+    ``delta ~= argmax_{||delta|| <= eps} (z_wrong - z_true)(x + delta)`` (the evaluation's margin loss)
+    found by PGD (random start in the ball of radius ``eps/10``, ``steps`` steps of size
+    ``step_fraction * eps``), and the step minimises ``mean_i CE(f(x'_i), y_i)``. Adversarial
+    inputs are clipped to the range of the training inputs (``[min x, max x]`` over the
+    training set, e.g. ``[0, 1]`` for images).
     The running train accuracy of the stopping rule is the accuracy on the PGD examples, which
     rarely reaches the target, so training runs for ``max_epochs`` (default 10, capped by the
     task's budget) to keep a full suite affordable on a CPU.

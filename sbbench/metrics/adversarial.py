@@ -10,13 +10,28 @@ perturbs example ``i`` to ``x_i + sigma(y_i) v`` with ``sigma(y) = 1 - 2y``, i.e
 towards class 1 (the direction in which the score ``logit_1 - logit_0`` grows): it is added to
 class-0 inputs and subtracted from class-1 inputs. For a linear score ``f(x) = w.x + b`` the
 optimal ``v`` is ``eps w / ||w||_2`` (``l_2``) or ``eps sign(w)`` (``l_inf``).
+
+Two summaries are worst cases by construction. :func:`worst_universal_accuracy` takes the
+minimum accuracy over the radii ``||v|| k / K`` of a universal direction (``K = 20``), because
+on slab data a perturbation of exactly ``eps`` can overshoot the slabs and bring points back to
+their class. :func:`pgd_attack_with_flip` locates, per example, the first point of the PGD path
+that flips the label, because after the flip PGD keeps moving, often along other directions:
+where the budget goes (:func:`share_on_block`) is read at the flip (:func:`flip_displacement`).
+
+Every attack ascends the margin (Carlini-Wagner) loss ``z_wrong - z_true`` of the logits ``z``
+(:func:`margin_loss`), not the cross-entropy. The margin is positively homogeneous in the logits
+and the steps use only the gradient's direction (``sign(g)`` or ``g / ||g||_2``), so a model
+whose logits are multiplied by any ``c > 0`` is attacked along the same path (up to rounding):
+scaling the logits up until the softmax saturates, which zeroes the cross-entropy's gradient,
+cannot mask the gradient and fake robustness.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +56,38 @@ Norm = Literal["linf", "l2"]
 START_RADIUS_FRACTION = 0.1
 
 # Shafahi et al. clip the per-example loss at beta so that examples already fooled stop
-# steering the universal perturbation; the binary cross-entropy exceeds 12 only for inputs
-# pushed far across the decision boundary.
-DEFAULT_LOSS_CAP = 12.0
+# steering the universal perturbation. On the margin loss the cap 0 does exactly that (the
+# Carlini-Wagner hinge with confidence 0), and unlike a positive cap in logit units it is
+# invariant to scaling the logits: min(c m, 0) = c min(m, 0) for c > 0.
+DEFAULT_LOSS_CAP = 0.0
+
+# Halvings of the segment between the last right and the first wrong point of a PGD path that
+# locate the flip: the point found lies within 2**-10 of one step past a label change, so the
+# flip point no longer depends on where the step grid happens to cross the boundary.
+FLIP_BISECTION_STEPS = 10
+
+# K of the radius grid eps k / K, k = 1..K, over which universal accuracies take their worst
+# case. K = 20 puts the grid points eps / 20 apart (0.025 and 0.05 at the default l_2 radii
+# 0.5 and 1.0), under half the narrowest slab of the synthetic tasks (a 7-slab is 0.114 wide),
+# so no slab crossing falls between two grid points, for 20 forward passes per sign.
+UNIVERSAL_RADIUS_STEPS = 20
+
+
+def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-example margin (Carlini-Wagner) loss ``max_{j != y_i} z_ij - z_{i y_i}``, shape ``(n,)``.
+
+    For two classes this is ``z_wrong - z_true = (1 - 2 y_i) (z_i1 - z_i0)``: positive iff the
+    example is misclassified. It is positively homogeneous, ``margin_loss(c z, y) = c
+    margin_loss(z, y)`` for ``c > 0``, so its gradient's direction ignores the logits' scale.
+
+    Args:
+        logits: ``(n, k)`` logits, ``k >= 2``.
+        y: ``(n,)`` integer labels in ``[0, k)``.
+    """
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    is_true = F.one_hot(y, logits.shape[1]).bool()
+    wrong = logits.masked_fill(is_true, -math.inf).amax(dim=1)
+    return wrong - true
 
 
 def pgd_attack(
@@ -60,11 +104,13 @@ def pgd_attack(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Tensor:
-    """Per-example projected gradient ascent on the cross-entropy (Madry et al.).
+    """Per-example projected gradient ascent (Madry et al.) on the margin loss.
 
     From ``delta_0`` (uniform in the ball of radius ``eps / 10`` if ``random_start``, else 0)
-    each of ``steps`` iterations takes ``g = grad_delta CE(model(x + delta), y)`` per example
-    and updates
+    each of ``steps`` iterations takes, per example, the gradient
+    ``g = grad_delta L(model(x + delta), y)`` of the margin loss ``L(z, y) = z_wrong - z_true``
+    (:func:`margin_loss`; for two classes the other class's logit minus the true one's) and
+    updates
 
     * ``l_inf``: ``delta <- clip(delta + alpha sign(g), -eps, eps)``,
     * ``l_2``: ``delta <- P(delta + alpha g / ||g||_2)`` with ``P(d) = d min(1, eps / ||d||_2)``,
@@ -72,6 +118,11 @@ def pgd_attack(
     then, if ``clamp = (lo, hi)``, ``delta <- clip(x + delta, lo, hi) - x``, which keeps the
     perturbed input in the data range without leaving the ball. The model runs in eval mode
     and only the input is differentiated, so its parameters accumulate no gradients.
+
+    Only the direction of ``g`` is used (see :func:`_ascent_direction`) and ``L`` is positively
+    homogeneous, so multiplying the model's logits by ``c > 0`` leaves the attack unchanged:
+    unlike the cross-entropy, whose gradient vanishes once the softmax saturates, the margin
+    loss cannot be masked by scaling the logits.
 
     Args:
         model: two-class model; it runs on the device of its parameters.
@@ -89,31 +140,214 @@ def pgd_attack(
     Returns:
         ``(n, *input_shape)`` perturbations ``delta`` on ``x``'s device.
     """
-    _check_attack(norm, eps, steps)
+    config = _PGDConfig(norm, eps, steps, step_size, random_start, clamp, seed, batch_size)
+    return _pgd(model, x, y, config)[0]
+
+
+class PGDResult(NamedTuple):
+    """Output of :func:`pgd_attack_with_flip`; all tensors on ``x``'s device.
+
+    The path of example ``i`` is the polyline ``p_0 = 0, p_1 = delta_0, ..., p_{T+1} =
+    delta_T`` through the clean input, the clamped random start and the ``T = steps`` iterates.
+
+    Attributes:
+        delta: ``(n, *input_shape)`` end points ``delta_T``, as :func:`pgd_attack` returns.
+        flip: ``(n, *input_shape)`` first label-flipping perturbation on each path: a point
+            of the segment ``[p_{j-1}, p_j]``, ``j = flip_step``; the end point if the path
+            never flips, 0 if the clean input is already wrong.
+        flip_step: ``(n,)`` int64 index ``j`` of the first wrong point ``p_j``; ``-1`` if
+            none (0: the clean input is wrong, 1: the random start alone flips it).
+        start: ``(n, *input_shape)`` clamped random starts ``delta_0`` (zeros without one).
+    """
+
+    delta: Tensor
+    flip: Tensor
+    flip_step: Tensor
+    start: Tensor
+
+
+def pgd_attack_with_flip(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    norm: Norm,
+    eps: float,
+    steps: int = 20,
+    step_size: float | None = None,
+    random_start: bool = True,
+    clamp: tuple[float, float] | None = None,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    bisection_steps: int = FLIP_BISECTION_STEPS,
+) -> PGDResult:
+    """:func:`pgd_attack`, plus the first perturbation along each path that flips the label.
+
+    With ``p_j`` the first point of the path (see :class:`PGDResult`) at which
+    ``argmax model(x_i + p_j) != y_i``, bisection on the segment from ``a = p_{j-1}`` (right)
+    to ``b = p_j`` (wrong) keeps fractions ``lo`` (right) and ``hi`` (wrong), halves
+    ``[lo, hi]`` ``bisection_steps`` times and gives ``flip_i = a + hi (b - a)``: a wrong
+    point within ``2**-bisection_steps |b - a|`` of a label change. After the flip PGD keeps
+    ascending the margin, often along other directions, so unlike ``delta`` the flip point
+    does not drift with the step count.
+
+    ``delta`` is bit-identical to :func:`pgd_attack` with the same arguments; the extra cost
+    is ``2 + bisection_steps`` forward passes (no backward). Arguments as :func:`pgd_attack`.
+    """
+    config = _PGDConfig(norm, eps, steps, step_size, random_start, clamp, seed, batch_size)
+    if bisection_steps < 0:
+        raise ValueError(f"bisection_steps must be non-negative, got {bisection_steps}")
+    return PGDResult(*_pgd(model, x, y, config, bisection_steps))
+
+
+def flip_displacement(result: PGDResult) -> Tensor:
+    """``(n, *input_shape)`` move of the PGD steps from the random start to the flip point.
+
+    ``flip - start`` where the steps flipped the label (``flip_step >= 2``) or never did
+    (``flip_step = -1``: ``delta - start``, the attack's whole move); 0 where the clean input
+    or the random start alone is wrong (``flip_step`` 0 or 1), as no step chose a direction.
+    The start, uniform in a ball of radius ``eps / 10``, is comparable with the distance to
+    a slab edge (``<= 0.12`` in a 5-slab): left in, its isotropic residue would dilute a share
+    on a block by an amount that grows with ``eps`` (0.96 at l_2 0.5, 0.88 at 1.0 on a model
+    of S whose steps put 0.999 of their move on S).
+    """
+    moved = result.flip - result.start
+    no_step = (result.flip_step == 0) | (result.flip_step == 1)
+    return torch.where(_rows(no_step, moved), torch.zeros_like(moved), moved)
+
+
+@dataclass(frozen=True)
+class _PGDConfig:
+    """Arguments of :func:`pgd_attack` other than the model and the data."""
+
+    norm: Norm
+    eps: float
+    steps: int
+    step_size: float | None
+    random_start: bool
+    clamp: tuple[float, float] | None
+    seed: int
+    batch_size: int
+
+    @property
+    def alpha(self) -> float:
+        """Step size, default ``2.5 eps / steps``."""
+        default = 2.5 * self.eps / max(self.steps, 1)
+        return self.step_size if self.step_size is not None else default
+
+    def start(self, shape: torch.Size) -> Tensor:
+        """``shape`` float32 CPU random starts in the ball of radius ``eps / 10``, or zeros."""
+        if not self.random_start:
+            return torch.zeros(shape)
+        generator = torch.Generator().manual_seed(self.seed)
+        return _uniform_in_ball(shape, self.norm, START_RADIUS_FRACTION * self.eps, generator)
+
+
+def _pgd(
+    model: nn.Module, x: Tensor, y: Tensor, config: _PGDConfig, bisection_steps: int | None = None
+) -> list[Tensor]:
+    """Batched PGD: ``[delta]``, or with ``bisection_steps`` the fields of :class:`PGDResult`."""
+    _check_attack(config.norm, config.eps, config.steps)
     check_labels(y, len(x))
-    check_batch_size(batch_size)
-    alpha = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
-    if random_start:
-        generator = torch.Generator().manual_seed(seed)
-        start = _uniform_in_ball(x.shape, norm, START_RADIUS_FRACTION * eps, generator)
-    else:
-        start = torch.zeros(x.shape)
+    check_batch_size(config.batch_size)
+    start = config.start(x.shape)
     device = model_device(model, x.device)
-    deltas = []
+    parts: list[tuple[Tensor, ...]] = []
     with eval_mode(model), torch.enable_grad():
-        for x_b, y_b, start_b in zip(
-            x.split(batch_size), y.split(batch_size), start.split(batch_size), strict=True
-        ):
-            x_b = x_b.to(device)
-            delta = _clamp_input(x_b, start_b.to(x_b), clamp)
-            for _ in range(steps):
-                delta.requires_grad_(True)
-                loss = F.cross_entropy(model(x_b + delta), y_b.to(device), reduction="sum")
-                (grad,) = torch.autograd.grad(loss, delta)
-                delta = _project(delta.detach() + alpha * _ascent_direction(grad, norm), norm, eps)
-                delta = _clamp_input(x_b, delta, clamp)
-            deltas.append(delta.detach().to(x.device))
-    return torch.cat(deltas)
+        batches = (t.split(config.batch_size) for t in (x, y, start))
+        for x_b, y_b, start_b in zip(*batches, strict=True):
+            x_b, y_b = x_b.to(device), y_b.to(device)
+            watch = None if bisection_steps is None else _FlipWatch(model, x_b, y_b)
+            start_b = _clamp_input(x_b, start_b.to(x_b), config.clamp)
+            delta = _pgd_path(model, x_b, y_b, start_b, config, watch)
+            found = () if watch is None else watch.flip_points(delta, bisection_steps, start_b)
+            parts.append(tuple(t.to(x.device) for t in (delta, *found)))
+    return [torch.cat(list(column)) for column in zip(*parts, strict=True)]
+
+
+def _pgd_path(
+    model: nn.Module,
+    x_b: Tensor,
+    y_b: Tensor,
+    delta: Tensor,
+    config: _PGDConfig,
+    watch: _FlipWatch | None = None,
+) -> Tensor:
+    """End point of ``config.steps`` PGD steps from ``delta`` (all ``(m, *input_shape)``).
+
+    ``watch``, if given, sees every iterate ``delta_t``, ``t < steps``, with its logits.
+    """
+    for _ in range(config.steps):
+        delta.requires_grad_(True)
+        logits = model(x_b + delta)
+        if watch is not None:
+            watch.see(delta.detach(), logits.detach())
+        (grad,) = torch.autograd.grad(margin_loss(logits, y_b).sum(), delta)
+        step = config.alpha * _ascent_direction(grad, config.norm)
+        delta = _project(delta.detach() + step, config.norm, config.eps)
+        delta = _clamp_input(x_b, delta, config.clamp)
+    return delta.detach()
+
+
+class _FlipWatch:
+    """Per example of one batch: the first wrong point of a PGD path and the point before it."""
+
+    def __init__(self, model: nn.Module, x_b: Tensor, y_b: Tensor) -> None:
+        self.model, self.x, self.y = model, x_b, y_b
+        self.step = torch.full((len(x_b),), -1, dtype=torch.long, device=x_b.device)
+        self.seen = 0  # index j of the next path point p_j
+        self.right = torch.zeros_like(x_b)  # last right point p_{j-1}
+        self.wrong = torch.zeros_like(x_b)  # first wrong point p_j
+        with torch.no_grad():
+            self.see(torch.zeros_like(x_b), model(x_b))
+
+    def see(self, delta: Tensor, logits: Tensor) -> None:
+        """Record the next path point ``delta``, ``(m, *input_shape)``, given its logits."""
+        pending = self.step < 0
+        wrong = logits.argmax(dim=1) != self.y
+        new, still_right = pending & wrong, pending & ~wrong
+        self.wrong[new] = delta[new]
+        self.right[still_right] = delta[still_right]
+        self.step[new] = self.seen
+        self.seen += 1
+
+    def flip_points(
+        self, end: Tensor, bisection_steps: int, start: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(flip, flip_step, start)`` of :class:`PGDResult` once the path ended at ``end``."""
+        with torch.no_grad():
+            self.see(end, self.model(self.x + end))
+            flip = torch.where(_rows(self.step < 0, end), end, torch.zeros_like(end))
+            i = (self.step > 0).nonzero().squeeze(1)
+            if len(i):
+                flip[i] = _bisect_flip(
+                    self.model, self.x[i], self.y[i], self.right[i], self.wrong[i], bisection_steps
+                )
+        return flip, self.step.clone(), start.detach()
+
+
+def _bisect_flip(
+    model: nn.Module, x: Tensor, y: Tensor, right: Tensor, wrong: Tensor, steps: int
+) -> Tensor:
+    """Wrong point ``right + hi (wrong - right)`` near a label change (all ``(m, *shape)``).
+
+    Per example ``lo = 0`` (prediction right) and ``hi = 1`` (wrong); each of ``steps``
+    halvings moves the one of them whose prediction matches the midpoint's to the midpoint.
+    Call under ``torch.no_grad``.
+    """
+    lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    hi = torch.ones_like(lo)
+    span = wrong - right
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        is_wrong = model(x + right + _rows(mid, x) * span).argmax(dim=1) != y
+        hi, lo = torch.where(is_wrong, mid, hi), torch.where(is_wrong, lo, mid)
+    return torch.where(_rows(hi == 1, x), wrong, right + _rows(hi, x) * span)
+
+
+def _rows(values: Tensor, like: Tensor) -> Tensor:
+    """``(m,)`` per-example ``values`` shaped to broadcast against ``(m, *shape)`` ``like``."""
+    return values.view(-1, *([1] * (like.ndim - 1)))
 
 
 def adversarial_accuracy(
@@ -179,6 +413,52 @@ def universal_accuracy(
     return accuracy(predict_logits(model, apply_universal(x, y, v, clamp), batch_size), y)
 
 
+def universal_scales(
+    radius_steps: int = UNIVERSAL_RADIUS_STEPS, both_signs: bool = True
+) -> list[float]:
+    """Scales ``C = {k / K : k = 1..K}`` (``K = radius_steps``), with ``-C`` if ``both_signs``."""
+    if radius_steps < 1:
+        raise ValueError(f"radius_steps must be positive, got {radius_steps}")
+    scales = [k / radius_steps for k in range(1, radius_steps + 1)]
+    return scales + [-c for c in scales] if both_signs else scales
+
+
+def worst_universal_accuracy(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    v: Tensor,
+    *,
+    radius_steps: int = UNIVERSAL_RADIUS_STEPS,
+    both_signs: bool = True,
+    clamp: tuple[float, float] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> float:
+    """Worst accuracy under the universal perturbations ``c v`` on a grid of radii up to ``v``'s.
+
+    ``min_{c in C} universal_accuracy(model, x, y, c v)`` over the scales ``C`` of
+    :func:`universal_scales`: the radii ``||v|| k / K`` (any norm), and both orientations of
+    ``v`` if ``both_signs``. The accuracy at ``v`` alone can rise with ``||v||`` when ``v``
+    overshoots (on slabs, moving further carries points into a slab of their own class); for
+    one direction the worst case over the segment ``[0, v]`` cannot, and the grid approximates
+    it to one step ``||v|| / K`` (grids of two radii are not nested, so their values can break
+    monotonicity by the change of accuracy over one step). ``c = 1`` is ``v`` itself, so the
+    result is at most
+    :func:`universal_accuracy` of ``v``, with equality when the accuracy only falls along
+    ``[0, v]`` (e.g. a linear model and ``v`` on its worst direction).
+
+    Args:
+        model, x, y, clamp, batch_size: as :func:`universal_accuracy`.
+        v: ``input_shape`` universal perturbation, applied with :func:`apply_universal`.
+        radius_steps: ``K``.
+        both_signs: also try ``-c v``: for an SVD direction whose sign is a convention.
+    """
+    return min(
+        universal_accuracy(model, x, y, c * v, clamp=clamp, batch_size=batch_size)
+        for c in universal_scales(radius_steps, both_signs)
+    )
+
+
 def universal_share_on_block(v: Tensor, space: FeatureSpace, block: str) -> float:
     """``||z[B]||_2 / ||z||_2`` for the canonical coordinates ``z`` of one perturbation ``v``."""
     return share_on_block(v.unsqueeze(0), space, block)
@@ -229,13 +509,16 @@ def as_uap(
 
     Starting from ``v = 0``, each of ``steps`` iterations draws a minibatch ``M`` (consecutive
     slices of a fresh random permutation per pass over the data) and ascends the mean clipped
-    loss ``L(v) = mean_{i in M} min(CE(model(x_i + sigma(y_i) v), y_i), loss_cap)``:
+    margin loss ``L(v) = mean_{i in M} min(m_i(v), loss_cap)`` with
+    ``m_i(v) = z_wrong - z_true`` the :func:`margin_loss` of ``z = model(x_i + sigma(y_i) v)``:
 
     * ``l_inf``: ``v <- clip(v + alpha sign(grad L), -eps, eps)``,
     * ``l_2``: ``v <- P(v + alpha grad L / ||grad L||_2)`` with ``P`` the projection onto the
       ball of radius ``eps``.
 
-    Args:
+    With the default cap 0 only the examples that ``v`` does not fool yet steer it, and the
+    path is invariant to multiplying the logits by ``c > 0`` (as for :func:`pgd_attack`).
+
         model: two-class model; it runs on the device of its parameters.
         x: ``(n, *input_shape)`` float inputs.
         y: ``(n,)`` labels in {0, 1}.
@@ -244,7 +527,8 @@ def as_uap(
         steps: number of minibatch updates.
         step_size: ``alpha``; default ``2.5 eps / steps``.
         batch_size: minibatch size (the whole set when ``n`` is smaller).
-        loss_cap: Shafahi et al.'s ``beta``; ``None`` leaves the loss unclipped.
+        loss_cap: Shafahi et al.'s ``beta``, in logit units; ``None`` leaves the loss
+            unclipped. Only 0 and ``None`` keep the attack invariant to the logits' scale.
         clamp: optional ``(lo, hi)`` range the perturbed inputs are clipped to.
         seed: seed of the minibatch order.
 
@@ -265,7 +549,7 @@ def as_uap(
             y_b = y[batch].to(device)
             v.requires_grad_(True)
             inputs = apply_universal(x[batch].to(device), y_b, v, clamp)
-            losses = F.cross_entropy(model(inputs), y_b, reduction="none")
+            losses = margin_loss(model(inputs), y_b)
             if loss_cap is not None:
                 losses = losses.clamp(max=loss_cap)
             (grad,) = torch.autograd.grad(losses.mean(), v)
@@ -302,10 +586,25 @@ def _uniform_in_ball(
 
 
 def _ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
-    """Steepest-ascent step of unit ``norm`` per example: ``sign(g)`` or ``g / ||g||_2``."""
+    """Steepest-ascent step of unit ``norm`` per example: ``sign(g)`` or ``g / ||g||_2``.
+
+    Both depend only on the direction of ``g``, so they are invariant to ``g -> c g``, c > 0.
+    For ``l_2``, ``g`` is first divided by its largest ``|g_j|`` so that ``||g||_2`` can neither
+    overflow (float32 gradients of logits scaled by 1e30 square to inf) nor underflow; if that
+    largest entry is infinite, the infinite entries alone give the direction (the limit of
+    ``g / max_j |g_j|``). A zero gradient gives a zero step; NaN entries count as 0.
+    """
+    grad = torch.where(grad.isnan(), torch.zeros_like(grad), grad)
     if norm == "linf":
         return grad.sign()
-    return grad / _per_example_norm(grad).clamp_min(torch.finfo(grad.dtype).tiny)
+    largest = grad.flatten(1).abs().amax(dim=1).view(-1, *([1] * (grad.ndim - 1)))
+    tiny = torch.finfo(grad.dtype).tiny
+    unit = torch.where(
+        largest.isinf(),
+        torch.where(grad.isinf(), grad.sign(), torch.zeros_like(grad)),
+        grad / largest.clamp_min(tiny),
+    )
+    return unit / _per_example_norm(unit).clamp_min(tiny)
 
 
 def _project(delta: Tensor, norm: Norm, eps: float) -> Tensor:

@@ -11,10 +11,13 @@ key                         meaning
 ``s_swap_acc``              accuracy with ``S`` swapped with the other class (if ``swap``)
 ``sc_swap_acc``             accuracy with ``Sc`` swapped with the other class (if ``swap``)
 ``adv_acc_{n}_{e}``         accuracy under PGD in norm ``n`` with radius ``e``
-``adv_share_s_{n}_{e}``     mean share of the PGD perturbation's l_2 norm that lies on ``S``
-``uap_svd_acc_l2_{e}``      accuracy under the SVD universal perturbation of the l_2 PGD ones
+``adv_share_s_{n}_{e}``     mean share on ``S`` of the l_2 norm of the PGD steps' move up to
+                            the first label flip of each path (:func:`flip_displacement`)
+``uap_svd_acc_l2_{e}``      worst accuracy under ``c v``, ``v`` the SVD universal perturbation
+                            of the l_2 PGD ones, ``c = +-k/K`` (:func:`worst_universal_accuracy`)
 ``uap_svd_share_s_l2_{e}``  share of that perturbation's l_2 norm on ``S``
-``uap_acc_l2_{e}``          accuracy under Shafahi et al.'s stochastic universal perturbation
+``uap_acc_l2_{e}``          worst accuracy under ``c v``, ``c = k/K``, for Shafahi et al.'s
+                            stochastic universal perturbation ``v``
 ``uap_share_s_l2_{e}``      share of that perturbation's l_2 norm on ``S``
 ==========================  ===============================================================
 
@@ -38,11 +41,12 @@ from sbbench.data.features import FeatureSpace
 from sbbench.metrics.adversarial import (
     adversarial_accuracy,
     as_uap,
-    pgd_attack,
+    flip_displacement,
+    pgd_attack_with_flip,
     share_on_block,
     svd_universal_perturbation,
-    universal_accuracy,
     universal_share_on_block,
+    worst_universal_accuracy,
 )
 from sbbench.metrics.classification import (
     DEFAULT_BATCH_SIZE,
@@ -209,9 +213,13 @@ def _attack_metrics(
     spec: MetricSpec,
     seed: int,
 ) -> dict[str, float]:
-    """``adv_*`` metrics of one PGD attack, plus ``uap_*`` ones for l_2 if ``spec.universal``."""
+    """``adv_*`` metrics of one PGD attack, plus ``uap_*`` ones for l_2 if ``spec.universal``.
+
+    ``adv_acc`` is measured at the end of the PGD paths, ``adv_share_s`` on the steps' move
+    from the random start to the first label-flipping point (:func:`flip_displacement`).
+    """
     tag = attack.tag
-    delta = pgd_attack(
+    result = pgd_attack_with_flip(
         model,
         x,
         y,
@@ -224,13 +232,13 @@ def _attack_metrics(
         batch_size=spec.batch_size,
     )
     metrics = {
-        f"adv_acc_{tag}": adversarial_accuracy(model, x, y, delta, spec.batch_size),
-        f"adv_share_s_{tag}": share_on_block(delta, space, "S"),
+        f"adv_acc_{tag}": adversarial_accuracy(model, x, y, result.delta, spec.batch_size),
+        f"adv_share_s_{tag}": share_on_block(flip_displacement(result), space, "S"),
     }
     if not (spec.universal and attack.norm == "l2"):
         return metrics
     universal = {
-        "uap_svd": svd_universal_perturbation(delta, y, attack.eps, "l2"),
+        "uap_svd": svd_universal_perturbation(result.delta, y, attack.eps, "l2"),
         "uap": as_uap(
             model,
             x,
@@ -242,8 +250,16 @@ def _attack_metrics(
         ),
     }
     for name, v in universal.items():
-        metrics[f"{name}_acc_{tag}"] = universal_accuracy(
-            model, x, y, v, clamp=spec.clamp, batch_size=spec.batch_size
+        # The SVD direction's sign is a convention (fixed by a sum that cancels on symmetric
+        # slabs), so both orientations are tried; the ascent chose the sign of AS-UAP's ``v``.
+        metrics[f"{name}_acc_{tag}"] = worst_universal_accuracy(
+            model,
+            x,
+            y,
+            v,
+            both_signs=name == "uap_svd",
+            clamp=spec.clamp,
+            batch_size=spec.batch_size,
         )
         metrics[f"{name}_share_s_{tag}"] = universal_share_on_block(v, space, "S")
     return metrics

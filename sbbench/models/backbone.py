@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -41,3 +43,19 @@ def build_backbone(spec: BackboneSpec, input_shape: tuple[int, ...]) -> nn.Modul
     for size in input_shape:
         in_features *= size
     return FCN(in_features, spec.width, spec.depth)
+
+
+@dataclass(frozen=True)
+class BackboneFactory:
+    """``factory()`` is a freshly initialised backbone of ``spec`` for ``input_shape``, on ``device``.
+
+    What a method gets as ``TrainContext.make_backbone``: it holds the backbone's description and
+    nothing else of the task (no data, no generator, no seed), so it reveals nothing to a method.
+    """
+
+    spec: BackboneSpec
+    input_shape: tuple[int, ...]
+    device: torch.device
+
+    def __call__(self) -> nn.Module:
+        return build_backbone(self.spec, self.input_shape).to(self.device)
