@@ -34,15 +34,8 @@ class PeekTask(Method):
 
     def fit(self, ctx: TrainContext) -> nn.Module:
         _note(f"task-in-factory {bool(_reachable_tasks(ctx.make_backbone))}")
-        regenerated = False
-        for task in TASKS.values():
-            try:
-                data = task.build(ctx.seed)
-            except Exception:
-                continue
-            if data.train.x.shape == ctx.train.x.shape and torch.equal(data.train.x, ctx.train.x.cpu()):
-                regenerated = True
-                break
+        data = TASKS["lms5-smoke"].build(ctx.seed)  # the task it is scored on (any public task works alike)
+        regenerated = data.train.x.shape == ctx.train.x.shape and torch.equal(data.train.x, ctx.train.x.cpu())
         _note(f"regenerated-data {regenerated}")
         model, _ = ctx.fit_model()
         return model
