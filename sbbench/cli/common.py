@@ -269,3 +269,13 @@ def report_result(progress: Progress, bar: TaskID) -> Callable[[RunResult, bool]
         progress.advance(bar)
 
     return on_result
+
+
+def exit_if_failed(results: list[RunResult], log_path: Path, command: str) -> None:
+    """Print how many jobs failed and exit 1 when any did; the leaderboard stays as it was."""
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        errors.print(f"{len(failed)} of {len(results)} jobs failed; the leaderboard was not changed. Finished jobs "
+                     f"are cached: fix the method and {command} again (training log: {log_path}).",
+                     markup=False, soft_wrap=True)
+        raise typer.Exit(1)

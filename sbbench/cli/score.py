@@ -19,6 +19,7 @@ from sbbench.cli.common import (
     configure,
     console,
     errors,
+    exit_if_failed,
     force_device,
     job_log,
     limits_for,
@@ -138,12 +139,7 @@ def score_command(
                             on_result=report_result(progress, bar), log=log)
         except ClusterError as error:
             raise UserError(str(error)) from None
-    failed = [r for r in outcome.results if r.status == "failed"]
-    if failed:
-        errors.print(f"{len(failed)} of {jobs} jobs failed; the leaderboard was not changed. "
-                     f"Finished jobs are cached: fix the method and score again (training log: {log_path}).",
-                     markup=False, soft_wrap=True)
-        raise typer.Exit(1)
+    exit_if_failed(outcome.results, log_path, "score")
     source = "defaults" if not overrides else "given on the command line: " + ", ".join(hp or [])
     entry = build_entry(info, hparams, source, suite_spec, outcome.results, str(default_device()))
     path = publish_entry(root, suite_spec, entry)

@@ -16,6 +16,7 @@ from sbbench.cli.common import (
     app,
     console,
     errors,
+    exit_if_failed,
     job_log,
     limits_for,
     method_named,
@@ -127,12 +128,7 @@ def sweep_command(
                            scheduler=scheduler, limits=limits, on_result=report_result(progress, bar), log=score_log)
         except ClusterError as error:
             raise UserError(str(error)) from None
-    failed_jobs = [r for r in scored.results if r.status == "failed"]
-    if failed_jobs:
-        errors.print(f"{len(failed_jobs)} of {jobs} jobs failed; the leaderboard was not changed. Finished jobs are "
-                     f"cached: fix the method and sweep again (training log: {log_path}).",
-                     markup=False, soft_wrap=True)
-        raise typer.Exit(1)
+    exit_if_failed(scored.results, log_path, "sweep")
     entry = build_entry(info, outcome.best.hparams, outcome.source, suite_spec, scored.results,
                         str(default_device()))
     path = publish_entry(root, suite_spec, entry)
