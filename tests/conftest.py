@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+
 import pytest
 import torch
 from hypothesis import settings
@@ -63,3 +67,18 @@ def tiny_task() -> Task:
 @pytest.fixture
 def tiny_suite() -> Suite:
     return TINY_SUITE
+
+
+def run_cli(*args: str, out: io.StringIO | None = None, err: io.StringIO | None = None) -> tuple[int, str, str]:
+    """Run the console script's entry point in this process; return (exit code, stdout, stderr)."""
+    from sbbench.cli import main
+
+    out, err = out or io.StringIO(), err or io.StringIO()
+    argv = sys.argv
+    sys.argv = ["sbbench", *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        sys.argv = argv
+    return exited.value.code, out.getvalue(), err.getvalue()

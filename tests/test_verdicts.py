@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from conftest import run_cli as sbbench_cli
 
 import sbbench
 import sbbench.verify as verify
-from sbbench.cli import main
 from sbbench.leaderboard.entry import Entry, Verdict, claims_digest
 from sbbench.leaderboard.hub import PushPlan, plan_push
 from sbbench.leaderboard.site import build_site
@@ -44,18 +42,6 @@ CI = SUITES["ci"]
 PASTED = {"accepted": True, "rule": "trust me", "seeds": [0, 1, 2, 3], "details": [], "by": "maintainer@example",
           "at": "2026-01-01T00:00:00Z", "sbbench_version": sbbench.__version__}
 """A verdict as entry files used to carry it: anyone could write one."""
-
-
-def sbbench_cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["sbbench", *args]
-    try:
-        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        sys.argv = argv
-    return exited.value.code, out.getvalue(), err.getvalue()
 
 
 def make_entry(name: str = "erm", shift: float = 0.0) -> Entry:

@@ -12,17 +12,15 @@ import hashlib
 import io
 import json
 import shutil
-import sys
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import run_cli as sbbench
 
 import sbbench.verify as verify
-from sbbench.cli import main
 from sbbench.leaderboard.entry import Entry
 from sbbench.leaderboard.stats import summarize
 from sbbench.leaderboard.store import entry_path, read_entry
@@ -33,19 +31,6 @@ ORACLE = "oracle-randomize-s"
 FIXED_FRESH_SEEDS = [10_000_000_019, 2**40 + 3, 2**61 + 7, 123_456_789_012, 3**30, 2**50 + 11, 987_654_321_987,
                      2**45 + 1, 5**20, 2**33 + 5]
 """Stand-ins for the secret draw where a test needs a reproducible outcome (ten, the default count)."""
-
-
-def sbbench(*args: str, out: io.StringIO | None = None, err: io.StringIO | None = None) -> tuple[int, str, str]:
-    """Run the console script's entry point here; return (exit code, stdout, stderr)."""
-    out, err = out or io.StringIO(), err or io.StringIO()
-    argv = sys.argv
-    sys.argv = ["sbbench", *args]
-    try:
-        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        sys.argv = argv
-    return exited.value.code, out.getvalue(), err.getvalue()
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
