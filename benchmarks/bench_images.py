@@ -75,7 +75,7 @@ def main() -> None:
         for seed in args.seeds:
             build_data(task, seed)  # warm the data caches: the timing below is training + metrics
             cpu_started = time.process_time()
-            result = run_job(info, info.cls(), task, seed, device=device)
+            result = run_job(info, info.configure({}), task, seed, device=device)
             job = {"task": name, "seed": seed, "status": result.status, "error": result.error,
                    "train_seconds": round(result.train_seconds, 1), "eval_seconds": round(result.eval_seconds, 1),
                    "cpu_seconds": round(time.process_time() - cpu_started, 1),

@@ -28,7 +28,7 @@ from sbbench.methods.base import Track, TrainContext
 from sbbench.methods.registry import MethodInfo
 from sbbench.metrics.availability import feature_availability
 from sbbench.metrics.classification import accuracy, margin_scores, predict_logits, roc_auc
-from sbbench.metrics.evaluate import evaluate
+from sbbench.metrics.evaluate import Evaluation, evaluate
 from sbbench.models import BackboneFactory
 from sbbench.results import RunResult
 from sbbench.seeding import derive_seed
@@ -144,13 +144,8 @@ def run_job(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: int, *,
         data = build_data(task, seed)
         model = fit_job(info, hparams, task, data, seed, device=device, log=log, fit=fit)
         trained = time.perf_counter()
-        evaluation = evaluate(model, data.test.x.to(device), data.test.y.to(device), data.space, task.metrics,
-                              seed=seed)
-        metrics = evaluation.metrics | extra_test_metrics(model, data, task.metrics.batch_size)
-        availability = feature_availability(model, data.train.x, data.train.y, data.test.x, data.test.y,
-                                            data.space, seed=derive_seed(seed, "feature_availability"))
-        if availability is not None:
-            metrics["feature_availability"] = availability
+        evaluation = evaluate_job(model, task, data, seed, device=device)
+        metrics = evaluation.metrics
     except Exception as error:
         return failed_result(info, hparams, task, seed, describe_error(error), time.perf_counter() - started)
     not_finite = non_finite_metrics(metrics)
@@ -161,6 +156,35 @@ def run_job(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: int, *,
                              time.perf_counter() - started)
     return RunResult(**record, status="ok", metrics=metrics, profiles=evaluation.profiles,
                      train_seconds=trained - started, eval_seconds=time.perf_counter() - trained)
+
+
+def evaluate_job(model: nn.Module, task: Task, data: Dataset, seed: int, *,
+                 device: torch.device | None = None) -> Evaluation:
+    """Evaluate ``model`` on ``data`` (``task``'s draw for data seed ``seed``) as a scored job does.
+
+    Computes ``task.metrics`` on the test split (:func:`sbbench.metrics.evaluate.evaluate`,
+    random draws seeded by ``seed``), accuracy and AUC on each of ``data.extra_tests``
+    (:func:`extra_test_metrics`) and, for a model with ``features``, the
+    linear-probe ``feature_availability``.
+
+    Args:
+        model: a two-class model mapping ``(n, *data.space.input_shape)`` to ``(n, 2)`` logits.
+        task: the task whose metric specification applies.
+        data: the task's data for ``seed`` (:func:`sbbench.runner.build_data`).
+        seed: the job's data seed.
+        device: where ``model`` lives; the test split is moved there (default: :func:`default_device`).
+
+    Returns:
+        The scalar metrics and, when the task asks for them, the per-coordinate profiles.
+    """
+    device = device or default_device()
+    evaluation = evaluate(model, data.test.x.to(device), data.test.y.to(device), data.space, task.metrics, seed=seed)
+    metrics = evaluation.metrics | extra_test_metrics(model, data, task.metrics.batch_size)
+    availability = feature_availability(model, data.train.x, data.train.y, data.test.x, data.test.y, data.space,
+                                        seed=derive_seed(seed, "feature_availability"))
+    if availability is not None:
+        metrics["feature_availability"] = availability
+    return Evaluation(metrics=metrics, profiles=evaluation.profiles)
 
 
 def non_finite_metrics(metrics: dict[str, float]) -> list[str]:

@@ -7,12 +7,27 @@ numbers (a task, the seeds, a metric setting) changes the hash, and must bump th
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sbbench.tasks import IMAGE_ATTACKS, TASKS, Task
+from sbbench.tasks import IMAGE_ATTACKS, TASKS, V1_SYNTHETIC_TASKS, Task
 
-_RESOURCE_LIMITS = {"fit_seconds_limit", "fit_memory_limit_gb"}
+_NOT_HASHED = {"fit_seconds_limit", "fit_memory_limit_gb", "superseded_by", "references"}
+
+
+class TaskReference(BaseModel):
+    """The two measured numbers a worst-group suite scores a task against (seed means of committed entries).
+
+    ``oracle_wga``: the oracle's ``s_rand_wga``, the task's ceiling; ``erm_acc``: ERM's clean
+    accuracy, the accuracy guard's reference. ``tests/test_suite_references.py`` checks both
+    against the committed entries they come from.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    oracle_wga: float = Field(gt=0, le=1)
+    erm_acc: float = Field(gt=0, le=1)
 
 
 class Suite(BaseModel):
@@ -26,6 +41,13 @@ class Suite(BaseModel):
     tasks: tuple[Task, ...]
     seeds: tuple[int, ...] = Field(min_length=1)
     primary_metric: str = "s_rand_auc"
+    score_rule: Literal["mean", "worst-group"] = "mean"
+    """``mean``: the score is the mean over tasks of ``primary_metric``; ``worst-group``: the
+    oracle-normalised worst-group accuracy with the accuracy guard (:mod:`sbbench.headline`)."""
+    references: dict[str, TaskReference] = Field(default_factory=dict)
+    """Per task, the references of the ``worst-group`` rule (not hashed: they never change a job's numbers)."""
+    superseded_by: str | None = None
+    """The label of the suite that replaces this one; superseded suites stay browsable and checkable."""
     table_metrics: tuple[str, ...] = ("acc", "s_rand_auc", "sc_rand_auc", "s_rand_acc", "s_swap_acc",
                                       "adv_acc_l2_1.0")
     """Per-task columns of the leaderboard table, in order."""
@@ -33,6 +55,15 @@ class Suite(BaseModel):
     """Wall-time limit of one job's ``fit`` under isolation (:mod:`sbbench.isolation`)."""
     fit_memory_limit_gb: float = Field(default=16.0, gt=0)
     """Address-space limit (GB) of the process running ``fit`` under isolation, on CPU."""
+
+    @model_validator(mode="after")
+    def _check_rule(self) -> Suite:
+        if self.score_rule == "worst-group":
+            missing = [t.name for t in self.tasks if t.name not in self.references]
+            if self.primary_metric != "s_rand_wga" or missing:
+                raise ValueError("a worst-group suite scores s_rand_wga and needs references for every task; "
+                                 f"missing: {missing}")
+        return self
 
     @property
     def label(self) -> str:
@@ -42,9 +73,12 @@ class Suite(BaseModel):
     def content_hash(self) -> str:
         """sha256 of the suite's canonical JSON (tasks, seeds, metric settings).
 
-        The resource limits are left out: they decide whether a job may run, never its numbers.
+        Left out: the resource limits (they decide whether a job may run, never its numbers), the
+        references (scoring constants measured *on* the suite) and the superseded mark.
+        A ``mean`` rule is left out too, so suites written before the rule existed keep their hashes.
         """
-        return hashlib.sha256(self.model_dump_json(exclude=_RESOURCE_LIMITS).encode()).hexdigest()
+        exclude = _NOT_HASHED | ({"score_rule"} if self.score_rule == "mean" else set())
+        return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()
 
     def task(self, name: str) -> Task:
         """The suite's task called ``name``."""
@@ -54,16 +88,49 @@ class Suite(BaseModel):
         raise KeyError(f"suite {self.label} has no task {name!r}; it has {', '.join(t.name for t in self.tasks)}")
 
 
-SUITES: dict[str, Suite] = {
-    "synthetic": Suite(
-        name="synthetic",
-        version=1,
-        description="Shah et al.'s rotated synthetic tasks: LMS-5, MS-(5,7) and noisy LMS-7, (w,2)-FCNs, 5 seeds",
-        tasks=(TASKS["lms5"], TASKS["ms57"], TASKS["noisy-lms7"]),
-        seeds=(0, 1, 2, 3, 4),
-        table_metrics=(*Suite.model_fields["table_metrics"].default, "feature_availability"),
-    ),
-    "smoke": Suite(
+REFERENCES_SYNTHETIC_V2: dict[str, TaskReference] = {
+    "lms5": TaskReference(oracle_wga=0.9999, erm_acc=1.0),
+    "lms7": TaskReference(oracle_wga=1.0, erm_acc=1.0),
+    "ms57": TaskReference(oracle_wga=1.0, erm_acc=1.0),
+    "noisy-lms7": TaskReference(oracle_wga=1.0, erm_acc=0.948),
+    "adv-ms57": TaskReference(oracle_wga=1.0, erm_acc=1.0),
+    "spurious-lms7": TaskReference(oracle_wga=1.0, erm_acc=0.9966),
+}
+"""Seed means (4 decimals) of the committed ``leaderboard/synthetic-v2`` entries of ``oracle-randomize-s``
+(``s_rand_wga``) and ``erm`` (``acc``), sbbench 0.4.0; ``tests/test_suite_references.py`` checks them."""
+
+_SUMMARY_TABLE = ("acc", "s_rand_wga", "s_rand_auc", "s_rand_acc", "s_swap_acc", "adv_acc_l2_0.1", "adv_acc_l2_0.25",
+                  "feature_availability")
+
+SYNTHETIC_V2 = Suite(
+    name="synthetic",
+    version=2,
+    description="Shah et al.'s synthetic phenomena: LMS-5, LMS-7, MS-(5,7), noisy LMS-7, AdvMS-(5,7) and a "
+                "rho=0.95 spurious LMS-7; (100,2)-FCN, SGD with momentum, 5 seeds; every task admitted",
+    tasks=tuple(TASKS[name] for name in ("lms5", "lms7", "ms57", "noisy-lms7", "adv-ms57", "spurious-lms7")),
+    seeds=(0, 1, 2, 3, 4),
+    primary_metric="s_rand_wga",
+    score_rule="worst-group",
+    table_metrics=_SUMMARY_TABLE,
+    fit_seconds_limit=1800.0,
+    fit_memory_limit_gb=8.0,
+    references=REFERENCES_SYNTHETIC_V2,
+)
+
+SYNTHETIC_V1 = Suite(
+    name="synthetic",
+    version=1,
+    description="Shah et al.'s rotated synthetic tasks: LMS-5, MS-(5,7) and noisy LMS-7, (w,2)-FCNs, 5 seeds",
+    tasks=V1_SYNTHETIC_TASKS,
+    seeds=(0, 1, 2, 3, 4),
+    table_metrics=(*Suite.model_fields["table_metrics"].default, "feature_availability"),
+    superseded_by=SYNTHETIC_V2.label,
+)
+
+ALL_SUITES: tuple[Suite, ...] = (
+    SYNTHETIC_V2,
+    SYNTHETIC_V1,
+    Suite(
         name="smoke",
         version=1,
         description="one tiny LMS-5 task, 2 seeds, cheap metrics: checks that a method runs (seconds)",
@@ -72,7 +139,7 @@ SUITES: dict[str, Suite] = {
         fit_seconds_limit=300.0,
         fit_memory_limit_gb=4.0,
     ),
-    "ci": Suite(
+    Suite(
         name="ci",
         version=1,
         description="one 10-dimensional LMS-5 task, 4 seeds: checks scoring, caching and verification (seconds)",
@@ -81,7 +148,7 @@ SUITES: dict[str, Suite] = {
         fit_seconds_limit=300.0,
         fit_memory_limit_gb=4.0,
     ),
-    "images": Suite(
+    Suite(
         name="images",
         version=1,
         description="MNIST-CIFAR dominoes (variant A) on real images, compact CNN, 5 seeds",
@@ -90,14 +157,23 @@ SUITES: dict[str, Suite] = {
         table_metrics=("acc", "s_rand_auc", "sc_rand_auc", "fresh_s_rand_auc", "fresh_sc_rand_auc", "s_swap_acc",
                        *(f"adv_acc_{attack.tag}" for attack in IMAGE_ATTACKS)),
     ),
-}
-"""Every suite, by name."""
+)
+"""Every suite, current and superseded."""
+
+SUITES: dict[str, Suite] = {suite.name: suite for suite in ALL_SUITES if suite.superseded_by is None}
+"""The current version of every suite, by name."""
+
+SUITE_LABELS: dict[str, Suite] = {suite.label: suite for suite in ALL_SUITES}
+"""Every suite, current or superseded, by label (``synthetic-v1``)."""
 
 
 def get_suite(name: str) -> Suite:
-    """The suite called ``name``; a KeyError lists the known names."""
-    if name not in SUITES:
-        raise KeyError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
-    return SUITES[name]
+    """The current suite called ``name``, or the suite labelled ``name`` (``synthetic-v1``); a KeyError lists both."""
+    if name in SUITES:
+        return SUITES[name]
+    if name in SUITE_LABELS:
+        return SUITE_LABELS[name]
+    raise KeyError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)} (superseded: "
+                   f"{', '.join(s.label for s in ALL_SUITES if s.superseded_by) or 'none'})")
 
 

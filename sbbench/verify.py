@@ -49,6 +49,7 @@ from scipy import stats
 
 import sbbench
 from sbbench.data.images import DominoSpec
+from sbbench.headline import suite_score
 from sbbench.leaderboard.entry import Entry, Verdict, VerifyMode, claims_digest
 from sbbench.leaderboard.stats import Summary, summarize
 from sbbench.leaderboard.store import EntryError, read_entry, regenerate_tables, suite_lock, write_verdict
@@ -360,12 +361,14 @@ def _aggregate_problems(entry: Entry) -> list[str]:
 
 
 def _score_problems(entry: Entry, suite: Suite) -> list[str]:
-    means = [entry.aggregates.get(task.name, {}).get(suite.primary_metric) for task in suite.tasks]
-    if entry.primary_metric != suite.primary_metric or any(mean is None for mean in means):
-        return [f"the primary metric {suite.primary_metric} is not the entry's or is missing from some task"]
-    recomputed = sum(mean.mean for mean in means) / len(means)
+    if entry.primary_metric != suite.primary_metric:
+        return [f"the primary metric {suite.primary_metric} is not the entry's ({entry.primary_metric})"]
+    try:
+        recomputed = suite_score(suite, entry.runs)
+    except (KeyError, ValueError) as error:
+        return [f"the primary score cannot be recomputed from the runs: {error}"]
     if not _close(recomputed, entry.primary_score):
-        return [f"primary score {entry.primary_score:.6f} is not the mean over tasks of {suite.primary_metric} "
+        return [f"primary score {entry.primary_score:.6f} is not the suite's {suite.score_rule} score of the runs "
                 f"({recomputed:.6f})"]
     return []
 

@@ -28,7 +28,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FENCED_BASH = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
-MAIN_JOB = re.compile(r"^(pip install .*&& sbbench score erm --suite synthetic)\s*$", re.MULTILINE)
+MAIN_JOB = re.compile(r"^(pip install .*&& sbbench score erm --suite synthetic(?: --workers \d+)?)\s*$", re.MULTILINE)
 TEST_COMMAND = re.compile(r"^(pip install .*&& python -m pytest -q)\s*$", re.MULTILINE)
 
 

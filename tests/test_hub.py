@@ -24,10 +24,11 @@ from typer.testing import CliRunner
 
 from sbbench.cli import app
 from sbbench.cli.common import UserError
+from sbbench.leaderboard import store
 from sbbench.leaderboard.hub import HubError, PushPlan, plan_push, push
 from sbbench.leaderboard.render import leaderboard_frame, to_markdown
 from sbbench.leaderboard.store import load_entries, read_entry, write_entry
-from sbbench.suite import SUITES
+from sbbench.suite import SUITES, Suite
 
 REPO_ID = "sbbench-tests/leaderboard"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -82,8 +83,15 @@ def hub_cache(remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     snapshot = lay_out_hub_cache(plan_push(remote, None, [SITE_SUITE]), cache)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setitem(SUITES, "site", SITE_SUITE)
+    register(monkeypatch, SITE_SUITE)
     return snapshot
+
+
+def register(monkeypatch: pytest.MonkeyPatch, *suites: Suite) -> None:
+    """Make ``suites`` known: by name (``--suite``) and among the suites whose entries are listed."""
+    for suite in suites:
+        monkeypatch.setitem(SUITES, suite.name, suite)
+    monkeypatch.setattr(store, "ALL_SUITES", (*store.ALL_SUITES, *suites))
 
 
 @pytest.fixture
@@ -129,8 +137,7 @@ def test_push_over_the_hub_snapshot_adds_only_new_entries_and_tabulates_the_unio
 def test_the_card_keeps_suites_that_only_the_hub_has_and_their_files_are_left_alone(
         local: Path, remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     other_suite = SITE_SUITE.model_copy(update={"name": "site-other"})
-    monkeypatch.setitem(SUITES, "site", SITE_SUITE)
-    monkeypatch.setitem(SUITES, "site-other", other_suite)
+    register(monkeypatch, SITE_SUITE, other_suite)
     hub = tmp_path / "hub"
     shutil.copytree(remote, hub)
     write_entry(hub, other_suite, read_entry(remote / "site-v1" / "entries" / "erm.json"))

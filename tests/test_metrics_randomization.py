@@ -166,3 +166,34 @@ def test_derive_seed_gives_distinct_reproducible_streams() -> None:
     seeds = {derive_seed(0, key) for key in ["s_rand", "sc_rand", 0, 1]}
     assert len(seeds) == 4
     assert derive_seed(5, "s_rand") == derive_seed(5, "s_rand") != derive_seed(6, "s_rand")
+
+
+@SETTINGS
+@given(st.integers(0, 2**31 - 1))
+def test_worst_group_accuracy_is_zero_for_a_model_of_s_alone_and_full_for_one_of_sc(seed: int) -> None:
+    x, y, space = toy(seed=seed % 1000)
+    only_s = block_randomized_metrics(CanonicalLinear(space, [1.0, 0, 0, 0]), x, y, space, "S", repeats=2, seed=seed,
+                                      worst_group=True)
+    only_sc = block_randomized_metrics(CanonicalLinear(space, [0, 1.0, 1.0, 1.0]), x, y, space, "S", repeats=2,
+                                       seed=seed, worst_group=True)
+    assert only_s["wga"] == 0.0 and only_s["acc"] == pytest.approx(0.5, abs=0.05)
+    assert only_sc["wga"] == 1.0
+
+
+def test_worst_group_accuracy_is_the_worst_of_the_four_label_agreement_groups() -> None:
+    x, y, space = toy(n=400, rotate=False)
+
+    class WrongOnDisagreeingOnes(nn.Module):
+        """Uses S^c, but answers 0 whenever S says 0 and the label (read from S^c) is 1."""
+
+        def forward(self, inputs: Tensor) -> Tensor:
+            s, sc = inputs[:, 0], inputs[:, 1]
+            score = torch.where((sc > 0) & (s < 0), -1.0, torch.sign(sc))
+            return torch.stack([torch.zeros_like(score), score], dim=1)
+
+    metrics = block_randomized_metrics(WrongOnDisagreeingOnes(), x, y, space, "S", repeats=3, seed=1,
+                                       worst_group=True)
+    assert metrics["wga"] == 0.0  # label 1 with S disagreeing: always wrong
+    assert 0.7 < metrics["acc"] < 0.8  # the other three groups are right: about 3/4
+    plain = block_randomized_metrics(WrongOnDisagreeingOnes(), x, y, space, "S", repeats=3, seed=1)
+    assert "wga" not in plain and plain["acc"] == metrics["acc"]

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from sbbench.cache import ResultCache
 from sbbench.cli import app
 from sbbench.cli.common import UserError
-from sbbench.leaderboard import svg
+from sbbench.leaderboard import store, svg
 from sbbench.leaderboard.glossary import column_description, metric_description
 from sbbench.leaderboard.render import leaderboard_frame
 from sbbench.leaderboard.site import MARKER, SiteError, build_site
@@ -219,6 +219,7 @@ def test_rebuilding_replaces_a_previous_site_but_never_a_foreign_folder(board: P
 def test_cli_html_renders_registered_suites_with_entries_and_reports_bad_input(
         board: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(SUITES, "site", SITE_SUITE)
+    monkeypatch.setattr(store, "ALL_SUITES", (*store.ALL_SUITES, SITE_SUITE))  # what suites_with_entries lists
     runner = CliRunner()
     result = runner.invoke(app, ["leaderboard", "html", "--out", str(tmp_path / "web"), "--root", str(board)])
     assert result.exit_code == 0, result.output

@@ -7,7 +7,7 @@ from rich.table import Table
 from sbbench.cli.common import app, console, errors
 from sbbench.data.images import DominoSpec
 from sbbench.methods.registry import RegistryError, SubmissionError, claims, clash_message
-from sbbench.suite import SUITES
+from sbbench.suite import ALL_SUITES, Suite
 from sbbench.tasks import TASKS, Task
 
 
@@ -44,15 +44,27 @@ def tasks_command() -> None:
 
 @app.command("suites")
 def suites_command() -> None:
-    """List the suites with their version, hash, tasks and seeds."""
+    """List every suite, current and superseded (marked), with its hash, tasks, seeds and score rule."""
     table = Table(title="sbbench suites")
-    for column in ("suite", "version", "hash", "tasks", "seeds", "score"):
-        table.add_column(column, overflow="fold")
-    for suite in SUITES.values():
-        table.add_row(suite.name, str(suite.version), suite.content_hash()[:16],
-                      ", ".join(t.name for t in suite.tasks), ", ".join(map(str, suite.seeds)),
-                      f"mean {suite.primary_metric} over tasks")
+    for column in ("suite", "status", "hash", "tasks", "seeds", "score"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("suite", "hash"))
+    for suite in ALL_SUITES:
+        table.add_row(suite.label, f"superseded by {suite.superseded_by}" if suite.superseded_by else "current",
+                      suite.content_hash()[:16], ", ".join(t.name for t in suite.tasks),
+                      ", ".join(map(str, suite.seeds)), _score_rule(suite))
     console.print(table)
+    superseded = [suite.label for suite in ALL_SUITES if suite.superseded_by]
+    if superseded:
+        console.print(f"Superseded suites ({', '.join(superseded)}) stay browsable and checkable by label, e.g. "
+                      f"sbbench leaderboard --suite {superseded[0]}; --suite NAME means the current version.",
+                      markup=False)
+
+
+def _score_rule(suite: Suite) -> str:
+    """The score column: the worst-group rule with its guard, or the mean of the primary metric."""
+    if suite.score_rule == "worst-group":
+        return f"worst-group {suite.primary_metric} / oracle's, mean over tasks, guarded"
+    return f"mean {suite.primary_metric} over tasks"
 
 
 @app.command("methods")

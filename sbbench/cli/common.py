@@ -25,7 +25,7 @@ from sbbench.leaderboard.store import EntryError, entry_path, read_entry, write_
 from sbbench.methods.describe import DescribeError
 from sbbench.methods.registry import HParamsError, MethodInfo, RegistryError, SubmissionError, resolve_method
 from sbbench.results import RunResult
-from sbbench.suite import SUITES, Suite, get_suite
+from sbbench.suite import ALL_SUITES, Suite, get_suite
 from sbbench.tasks import Task, get_task
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -131,7 +131,7 @@ def browse_roots(root: Path) -> list[Path]:
 
 def suites_with_entry(roots: list[Path], name: str) -> list[Suite]:
     """The suites for which some folder of ``roots`` holds an entry named ``name``."""
-    return [suite for suite in SUITES.values() if any(entry_path(root, suite, name).is_file() for root in roots)]
+    return [suite for suite in ALL_SUITES if any(entry_path(root, suite, name).is_file() for root in roots)]
 
 
 def load_named_entry(root: Path, suite: Suite, name: str):

@@ -6,7 +6,10 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
+from rich import box
+from rich.table import Table
 
 from sbbench.cli.common import (
     LEADERBOARD_ROOT,
@@ -21,8 +24,20 @@ from sbbench.cli.common import (
     results_root,
     suite_named,
 )
+from sbbench.headline import ACCURACY_GUARD, CHANCE_ACCURACY
 from sbbench.leaderboard.entry import LoadedEntry
-from sbbench.leaderboard.render import leaderboard_frame, metric_columns, summary_frame
+from sbbench.leaderboard.render import (
+    GUARD,
+    STATED_ADVERSARIAL,
+    TEXT_COLUMNS,
+    format_value,
+    is_worst_group,
+    leaderboard_frame,
+    metric_columns,
+    stated_radii,
+    summary_frame,
+    superseded_note,
+)
 from sbbench.leaderboard.report import baseline_report
 from sbbench.leaderboard.store import (
     EntryError,
@@ -33,7 +48,7 @@ from sbbench.leaderboard.store import (
     suite_dir,
     suites_with_entries,
 )
-from sbbench.suite import Suite
+from sbbench.suite import ALL_SUITES, SUITES, Suite
 
 leaderboard_app = typer.Typer(help="Browse the leaderboard (and render or publish it).")
 app.add_typer(leaderboard_app, name="leaderboard")
@@ -42,12 +57,14 @@ app.add_typer(leaderboard_app, name="leaderboard")
 @leaderboard_app.callback(invoke_without_command=True)
 def leaderboard_command(
     ctx: typer.Context,
-    suite: Annotated[str, typer.Option(help="suite name")] = "synthetic",
+    suite: Annotated[str, typer.Option(help="suite name (its current version), or the label of any version, "
+                                            "e.g. synthetic-v1")] = "synthetic",
     track: Annotated[str | None, typer.Option(help="only this track (T0, T1, T2, oracle)")] = None,
     sort: Annotated[str | None, typer.Option(help="sort by this column instead of the score")] = None,
     format: Annotated[str, typer.Option(help="table, md, csv or json")] = "table",
-    wide: Annotated[bool, typer.Option("--wide", help="table: every task's column of every table metric "
-                                                      "(md, csv and json always have them)")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="table: every task's column of every table metric (csv and "
+                                                      "json always have them, md too but for a worst-group "
+                                                      "suite)")] = False,
     metrics: Annotated[str | None, typer.Option(help="table: per-task columns of these comma-separated metrics "
                                                      "instead of the summary")] = None,
     root: Annotated[Path, typer.Option(help="leaderboard folder (your own scores: --root sbbench-results)")]
@@ -57,8 +74,9 @@ def leaderboard_command(
 ) -> None:
     """Show the leaderboard of a suite.
 
-    The terminal table shows the score and the mean over tasks of a few metrics; `--metrics` or
-    `--wide` show per-task columns.
+    The terminal table shows the score and the mean over tasks of a few metrics (and, for a
+    worst-group suite, the guard); `--metrics` or `--wide` show per-task columns. A superseded
+    suite is marked as such.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -74,6 +92,8 @@ def leaderboard_command(
             frame = metric_columns(frame, suite_spec, chosen) if chosen else summary_frame(frame, suite_spec)
     except (EntryError, KeyError) as error:
         raise UserError(str(error.args[0])) from None
+    if format in ("csv", "json") and suite_spec.superseded_by:
+        errors.print(f"note: {superseded_note(suite_spec)}", markup=False, soft_wrap=True)
     if format == "csv":
         console.file.write(frame.to_csv(index=False))
     elif format == "json":
@@ -82,8 +102,83 @@ def leaderboard_command(
         from sbbench.leaderboard.render import to_markdown
         console.file.write(to_markdown(frame, suite_spec))
     else:
-        print_frame(frame, f"sbbench leaderboard: {suite_spec.label} ({root})")
-        _mention_own_results(root, suite_spec)
+        _print_table(frame, suite_spec, root, summary=not wide and not metrics)
+
+
+def _print_table(frame: pd.DataFrame, suite: Suite, root: Path, *, summary: bool) -> None:
+    """The terminal view: the superseded mark, the table, what the guard means, where else entries are.
+
+    A worst-group suite's ``summary`` view (the default) is the compact table of :func:`_print_compact`.
+    """
+    note = superseded_note(suite)
+    if note:
+        console.print(f"{note}.", markup=False)
+    title = f"sbbench leaderboard: {suite.label} ({root})"
+    if is_worst_group(suite) and not frame.empty:
+        (_print_compact if summary else print_frame)(_short_guard(frame), title)
+        _print_guard(frame, suite)
+    else:
+        print_frame(frame, title)
+    _mention_other_versions(root, suite)
+    _mention_own_results(root, suite)
+
+
+def _short_guard(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each guard remark cut to its first word (``failed``, ``flagged``): the table stays narrow."""
+    return frame.assign(**{GUARD: frame[GUARD].map(lambda remarks: remarks.split(":")[0])})
+
+
+def _print_compact(frame: pd.DataFrame, title: str) -> None:
+    """A worst-group summary as a terminal table with one space between columns and headers of at most 7 characters.
+
+    Eleven columns fit 100 terminal columns with method names of up to about 25 characters, never cut.
+    """
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    for column in frame.columns:
+        table.add_column(_compact_header(column), justify="left" if column in TEXT_COLUMNS else "right",
+                         no_wrap=column in ("method", "status"), overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(format_value(v) for v in row))
+    console.print(table)
+
+
+def _compact_header(column: str) -> str:
+    """``mean s_rand_wga`` as ``mean`` / ``s_rand`` / ``_wga``; the stated-radius column as three short lines."""
+    if column == STATED_ADVERSARIAL:
+        return "adv acc\nstated\nradius"
+    if not column.startswith("mean "):
+        return column
+    metric = column.removeprefix("mean ")
+    head, _, tail = metric.rpartition("_")
+    return f"mean\n{head}\n_{tail}" if len(metric) > 6 and head else f"mean\n{metric}"
+
+
+def _print_guard(frame: pd.DataFrame, suite: Suite) -> None:
+    """Below a worst-group table: the guard's full remarks per entry, the rule, and the stated radius."""
+    for method, remarks in zip(frame["method"], frame[GUARD], strict=True):
+        if remarks:
+            console.print(f"guard on {method}: {remarks}", markup=False)
+    console.print(f"Guarded entries (a task's accuracy more than {ACCURACY_GUARD} below ERM's, or a run below "
+                  f"{CHANCE_ACCURACY}) rank after the unguarded ones of their track; "
+                  f"{STATED_ADVERSARIAL}: {stated_radii(suite)}.", markup=False)
+
+
+def suite_option(suite: Suite) -> str:
+    """What to pass to ``--suite`` for ``suite``: its name when it is the current version, else its label."""
+    return suite.name if SUITES.get(suite.name) is suite else suite.label
+
+
+def _mention_other_versions(root: Path, suite: Suite) -> None:
+    """Point to the superseded versions of ``suite`` that have entries under ``root``."""
+    for other in ALL_SUITES:
+        if other.name != suite.name or other is suite or other.superseded_by is None:
+            continue
+        folder = suite_dir(root, other) / "entries"
+        count = len(list(folder.glob("*.json"))) if folder.is_dir() else 0
+        if count:
+            errors.print(f"{other.label} (superseded by {other.superseded_by}) has {count} entr"
+                         f"{'y' if count == 1 else 'ies'} under {root}: sbbench leaderboard --suite {other.label}"
+                         f"{'' if root == LEADERBOARD_ROOT else f' --root {root}'}", markup=False, soft_wrap=True)
 
 
 def _readable_entries(root: Path, suite: Suite) -> list[LoadedEntry]:
@@ -112,7 +207,7 @@ def _mention_own_results(root: Path, suite: Suite) -> None:
     names = sorted(path.stem for path in folder.glob("*.json"))
     if names:
         errors.print(f"your own entries for {suite.label} ({', '.join(names)}) are in {own}: "
-                     f"sbbench leaderboard --suite {suite.name} --root {own}", markup=False, soft_wrap=True)
+                     f"sbbench leaderboard --suite {suite_option(suite)} --root {own}", markup=False, soft_wrap=True)
 
 
 @leaderboard_app.command("report")
@@ -224,7 +319,8 @@ def pull_command(
 
     try:
         folder = pull(repo, revision=revision)
-        counts = [f"{s.label}: {len(_readable_entries(folder, s))} entries" for s in suites_with_entries(folder)]
+        counts = [f"{s.label}{' (superseded)' if s.superseded_by else ''}: {len(_readable_entries(folder, s))} "
+                  "entries" for s in suites_with_entries(folder)]
     except (HubError, EntryError) as error:
         raise UserError(str(error)) from None
     console.print(f"{repo} at revision {folder.name[:12]} is in the local Hub cache ({folder}); "

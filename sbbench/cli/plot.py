@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import torch
 import typer
-from torch import nn
 
+from sbbench.api import TrainedModel, TrainingFailed, train
 from sbbench.cli.common import (
     UserError,
     app,
@@ -19,10 +18,8 @@ from sbbench.cli.common import (
     parse_overrides,
     task_named,
 )
-from sbbench.data.dataset import Dataset
-from sbbench.isolation import DEFAULT_LIMITS, IsolatedFit
 from sbbench.methods.registry import MethodInfo
-from sbbench.runner import FitFailure, InvalidModel, build_data, default_device, fit_job
+from sbbench.runner import build_data
 from sbbench.tasks import Task
 
 
@@ -59,9 +56,9 @@ def plot_command(
         raise UserError(f"--sc-coord must be an S^c coordinate of {task} ({complex_[0]} .. {complex_[-1]}), got {sc}")
     if not 0 <= anchor < len(data.test):
         raise UserError(f"--anchor must index a test example (0 .. {len(data.test) - 1}), got {anchor}")
-    model = _train(info, hparams, task_spec, data, seed)
-    device = next(model.parameters(), torch.empty(0)).device
-    x, y = data.test.x.to(device), data.test.y.to(device)
+    trained = _train(info, hparams, task_spec, seed)
+    model = trained.model
+    x, y = data.test.x.to(trained.device), data.test.y.to(trained.device)
     label = f"{info.name} on {task_spec.name}, seed {seed}"
     figures = {
         "logits": plots.logit_histograms(model, x, y, space, seed=seed, title=label),
@@ -74,13 +71,12 @@ def plot_command(
             console.print(f"wrote {path}", markup=False, soft_wrap=True)
 
 
-def _train(info: MethodInfo, hparams: dict[str, Any], task: Task, data: Dataset, seed: int) -> nn.Module:
-    """Fit the method on ``data`` (the task's draw for ``seed``) exactly as a scored job does: in a fit
-    process, without the test split."""
+def _train(info: MethodInfo, hparams: dict[str, object], task: Task, seed: int) -> TrainedModel:
+    """Fit the method on the task's draw for ``seed`` exactly as a scored job does (:func:`sbbench.api.train`:
+    in a fit process, without the test split), showing its progress; a failure is one :class:`UserError` line."""
     with errors.status(f"training {info.name} on {task.name}, seed {seed}") as status:
         try:
-            return fit_job(info, hparams, task, data, seed, device=default_device(),
-                           log=lambda message: status.update(f"training {info.name} on {task.name}: {message}"),
-                           fit=IsolatedFit(limits=DEFAULT_LIMITS))
-        except (InvalidModel, FitFailure) as error:
-            raise UserError(f"{info.name}: {error}") from None
+            return train(info, task, seed, hparams=hparams,
+                         log=lambda message: status.update(f"training {info.name} on {task.name}: {message}"))
+        except TrainingFailed as error:
+            raise UserError(f"{info.name}: {error.reason}") from None

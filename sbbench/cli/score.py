@@ -33,7 +33,9 @@ from sbbench.cli.common import (
     task_named,
 )
 from sbbench.executors import EXECUTORS, ClusterError
+from sbbench.headline import ACCURACY_GUARD, CHANCE_ACCURACY, assess, score_meaning
 from sbbench.isolation import IsolatedFit
+from sbbench.leaderboard.entry import Entry
 from sbbench.leaderboard.store import build_entry, owner_conflict
 from sbbench.methods.registry import MethodInfo
 from sbbench.results import RunResult
@@ -143,14 +145,23 @@ def score_command(
     source = "defaults" if not overrides else "given on the command line: " + ", ".join(hp or [])
     entry = build_entry(info, hparams, source, suite_spec, outcome.results, str(default_device()))
     path = publish_entry(root, suite_spec, entry)
-    console.print(f"{info.name}: score {entry.primary_score:.4f} (mean over tasks of {suite_spec.primary_metric}: "
-                  "0.5 = the model ignores everything but S, 1.0 = it also uses S^c fully); "
+    console.print(f"{info.name}: score {entry.primary_score:.4f} ({score_meaning(suite_spec)}); "
                   f"{outcome.reused} of {jobs} jobs reused from the cache; entry written to {path}",
                   markup=False, soft_wrap=True)
+    print_guard(suite_spec, entry)
     browse = f"sbbench leaderboard --suite {suite_spec.name} --root {root}"
     compare = f"sbbench compare {info.name} erm --suite {suite_spec.name}"
     console.print(f"next: {browse}" if info.name == "erm" else f"next: {compare}   (or: {browse})", markup=False,
                   soft_wrap=True)
+
+
+def print_guard(suite: Suite, entry: Entry) -> None:
+    """Say which tasks the accuracy guard caught (a failed or flagged task ranks the entry low)."""
+    assessment = assess(suite, entry.runs)
+    if assessment is not None and assessment.guarded:
+        console.print(f"accuracy guard: {assessment.remarks} (clean accuracy more than {ACCURACY_GUARD} below "
+                      f"ERM's, or a run below {CHANCE_ACCURACY}); the entry ranks after every unguarded one",
+                      markup=False, soft_wrap=True)
 
 
 def refuse_owner_conflict(root: Path, suite: Suite, info: MethodInfo) -> None:

@@ -26,8 +26,9 @@ from sbbench.cli.common import (
     results_root,
     suite_named,
 )
-from sbbench.cli.score import check_executor, refuse_owner_conflict
+from sbbench.cli.score import check_executor, print_guard, refuse_owner_conflict
 from sbbench.executors import ClusterError
+from sbbench.headline import score_meaning
 from sbbench.leaderboard.store import build_entry
 from sbbench.methods.describe import DescribeError
 from sbbench.runner import default_device
@@ -132,6 +133,7 @@ def sweep_command(
     entry = build_entry(info, outcome.best.hparams, outcome.source, suite_spec, scored.results,
                         str(default_device()))
     path = publish_entry(root, suite_spec, entry)
-    console.print(f"{info.name}: score {entry.primary_score:.4f} ({suite_spec.primary_metric}, mean over tasks); "
+    console.print(f"{info.name}: score {entry.primary_score:.4f} ({score_meaning(suite_spec)}); "
                   f"{scored.reused} of {jobs} jobs reused from the cache; entry written to {path}",
                   markup=False, soft_wrap=True)
+    print_guard(suite_spec, entry)

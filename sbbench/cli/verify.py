@@ -13,7 +13,7 @@ from sbbench.cli.score import check_executor
 from sbbench.executors import ClusterError
 from sbbench.leaderboard.store import EntryError, entry_path, read_entry
 from sbbench.results import RunResult
-from sbbench.suite import SUITES, Suite
+from sbbench.suite import SUITE_LABELS, Suite
 from sbbench.verify import (
     DEFAULT_FRESH_SEEDS,
     MIN_FRESH_SEEDS,
@@ -87,10 +87,10 @@ def _locate(entry: str, suite: str | None, root: Path) -> tuple[Path, Path, Suit
             raise UserError(f"{candidate} is not inside a leaderboard folder (<root>/<suite>-v<N>/entries/)")
         folder = candidate.parent.parent.name
         if suite is None:
-            suite_spec = next((spec for spec in SUITES.values() if spec.label == folder), None)
+            suite_spec = SUITE_LABELS.get(folder)
             if suite_spec is None:
                 raise UserError(f"{candidate}: folder {folder!r} is not the folder of a known suite "
-                                f"({', '.join(spec.label for spec in SUITES.values())})")
+                                f"({', '.join(SUITE_LABELS)})")
         else:
             suite_spec = suite_named(suite)
         if folder != suite_spec.label:

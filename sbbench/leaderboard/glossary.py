@@ -29,6 +29,8 @@ _PLAIN: dict[str, str] = {
     "s_rand_auc": "ROC-AUC with S randomized: 0.5 when the model relies on S alone",
     "sc_rand_acc": "accuracy with the complex block S^c randomized",
     "sc_rand_auc": "ROC-AUC with S^c randomized: unchanged when the model ignores S^c",
+    "s_rand_wga": "worst accuracy over the four groups (label x whether S agrees with it) of the S-randomized "
+                  "test set: 0 when the model relies on S alone",
     "s_swap_acc": "accuracy when S takes its values from examples of the other class (near 0 when relying on S)",
     "sc_swap_acc": "accuracy when S^c takes its values from examples of the other class",
 }

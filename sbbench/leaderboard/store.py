@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 import sbbench
 from sbbench.cache import atomic_write_text
+from sbbench.headline import suite_score
 from sbbench.leaderboard.entry import (
     ENTRY_SCHEMA_VERSION,
     Entry,
@@ -37,7 +38,7 @@ from sbbench.leaderboard.render import leaderboard_frame, to_markdown
 from sbbench.leaderboard.stats import summarize
 from sbbench.methods.registry import MethodInfo
 from sbbench.results import RunResult
-from sbbench.suite import SUITES, Suite
+from sbbench.suite import ALL_SUITES, Suite
 
 
 class EntryError(ValueError):
@@ -54,7 +55,7 @@ def suite_dir(root: Path, suite: Suite) -> Path:
 
 def suites_with_entries(root: Path) -> list[Suite]:
     """The known suites that have an ``entries`` folder under ``root``, in registry order."""
-    return [suite for suite in SUITES.values() if (suite_dir(root, suite) / "entries").is_dir()]
+    return [suite for suite in ALL_SUITES if (suite_dir(root, suite) / "entries").is_dir()]
 
 
 def entry_path(root: Path, suite: Suite, name: str) -> Path:
@@ -110,7 +111,7 @@ def build_entry(info: MethodInfo, hparams: dict, hparams_source: str, suite: Sui
                     for metric in next(r for r in results if r.task == task.name).metrics}
         for task in suite.tasks
     }
-    primary = sum(aggregates[t.name][suite.primary_metric].mean for t in suite.tasks) / len(suite.tasks)
+    primary = suite_score(suite, results)
     meta = info.meta
     card = MethodCard(
         name=info.name, display_name=(meta.display_name if meta and meta.display_name else info.name),

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from torch import Tensor, nn
 
 from sbbench.data.features import FeatureSpace
@@ -107,6 +107,13 @@ class MetricSpec(BaseModel):
         clamp: ``(lo, hi)`` range of valid inputs that attacks must respect, e.g. ``(0, 1)``
             for images; ``None`` for unbounded inputs.
         batch_size: examples per forward pass.
+        worst_group: also compute ``s_rand_wga``, the worst-group accuracy with ``S``
+            randomized (groups: label x whether ``S`` agrees with it).
+        summary_attack: the tag (e.g. ``l2_1.0``) of the attack whose accuracy is the task's
+            adversarial summary column; one of ``attacks``.
+
+    ``worst_group`` and ``summary_attack`` are left out of the serialised spec while unset,
+    so specs written before they existed keep their content hashes.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -119,15 +126,28 @@ class MetricSpec(BaseModel):
     profile_max_features: int = Field(default=1024, ge=1)
     clamp: tuple[float, float] | None = None
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
+    worst_group: bool = False
+    summary_attack: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> MetricSpec:
         tags = [attack.tag for attack in self.attacks]
         if len(set(tags)) != len(tags):
             raise ValueError(f"attacks must differ in (norm, eps), got {tags}")
+        if self.summary_attack is not None and self.summary_attack not in tags:
+            raise ValueError(f"summary_attack {self.summary_attack!r} is none of the attacks {tags}")
         if self.clamp is not None and not self.clamp[0] < self.clamp[1]:
             raise ValueError(f"clamp must be (lo, hi) with lo < hi, got {self.clamp}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data = handler(self)
+        if not self.worst_group:
+            data.pop("worst_group", None)
+        if self.summary_attack is None:
+            data.pop("summary_attack", None)
+        return data
 
 
 class Evaluation(BaseModel):
@@ -187,9 +207,12 @@ def _block_metrics(
             repeats=spec.randomization_repeats,
             seed=derive_seed(seed, f"{prefix}_rand"),
             batch_size=spec.batch_size,
+            worst_group=spec.worst_group and block == "S",
         )
         metrics[f"{prefix}_rand_acc"] = randomized["acc"]
         metrics[f"{prefix}_rand_auc"] = randomized["auc"]
+        if "wga" in randomized:
+            metrics[f"{prefix}_rand_wga"] = randomized["wga"]
         if spec.swap:
             metrics[f"{prefix}_swap_acc"] = block_swapped_accuracy(
                 model,

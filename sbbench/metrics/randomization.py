@@ -86,21 +86,43 @@ def block_randomized_metrics(
     repeats: int = 5,
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    worst_group: bool = False,
 ) -> dict[str, float]:
     """Accuracy and ROC-AUC of ``model`` on ``x`` with ``block`` randomized.
 
+    With ``worst_group``, also the worst-group accuracy ``"wga"``: each randomized example
+    ``i`` (block taken from example ``pi(i)``) falls in the group ``(y_i, y_pi(i) == y_i)``,
+    label x "the block agrees with the label"; ``wga = min_g correct_g / count_g`` with the
+    counts pooled over the ``repeats`` permutations (four groups of about ``n / 4`` rows each,
+    so its binomial standard error is about ``sqrt(p (1 - p) / (n repeats / 4))`` at most,
+    less since the permutations share ``x``). A model that relies only on the block scores 0
+    (every disagreeing row is wrong); one that ignores it scores its accuracy on the worst
+    class.
+
     Returns:
-        ``{"acc": ..., "auc": ...}``, each the mean over ``repeats`` independent permutations
-        (see :func:`randomize_block`); the AUC scores are ``logit_1 - logit_0``.
+        ``{"acc": ..., "auc": ...}`` (plus ``"wga"``), accuracy and AUC each the mean over
+        ``repeats`` independent permutations (see :func:`randomize_block`); the AUC scores are
+        ``logit_1 - logit_0``.
     """
     _check_repeats(repeats)
     generator = torch.Generator().manual_seed(seed)
     accs, aucs = [], []
+    correct, count = torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
     for _ in range(repeats):
-        logits = predict_logits(model, randomize_block(x, space, block, generator), batch_size)
+        source = torch.randperm(len(x), generator=generator)
+        logits = predict_logits(model, _replace_block(x, space, space.block(block), source), batch_size)
         accs.append(accuracy(logits, y))
         aucs.append(roc_auc(margin_scores(logits), y))
-    return {"acc": float(np.mean(accs)), "auc": float(np.mean(aucs))}
+        if worst_group:
+            labels = y.cpu()
+            group = labels * 2 + (labels[source] == labels).long()
+            hits = (logits.argmax(dim=1).cpu() == labels).double()
+            correct += torch.bincount(group, weights=hits, minlength=4).view(2, 2)
+            count += torch.bincount(group, minlength=4).view(2, 2).double()
+    metrics = {"acc": float(np.mean(accs)), "auc": float(np.mean(aucs))}
+    if worst_group:
+        metrics["wga"] = float((correct[count > 0] / count[count > 0]).min())
+    return metrics
 
 
 def block_swapped_accuracy(
