@@ -67,7 +67,7 @@ def test_readme_states_the_time_meaning_and_next_step_of_its_main_command() -> N
     readme = (REPO / "README.md").read_text()
     intro = readme.split("## What it measures")[0]
     assert re.search(r"takes about \d+", intro), "the main command's expected time on 2 cores"
-    assert "0.5 means" in intro and "sbbench compare" in intro and "sbbench-results/" in intro
+    assert "0 means the model" in intro and "sbbench compare" in intro and "sbbench-results/" in intro
 
 
 # 5. Terminal tables were cut at 120 columns (synthetic-v2's table: tests/test_v2_views.py).
