@@ -47,24 +47,31 @@ def suites_command() -> None:
     """List every suite, current and superseded (marked), with its hash, tasks, seeds and score rule."""
     table = Table(title="sbbench suites")
     for column in ("suite", "status", "hash", "tasks", "seeds", "score"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("suite", "hash"))
+        table.add_column(column, no_wrap=column in ("suite", "status", "hash", "seeds"))
     for suite in ALL_SUITES:
-        table.add_row(suite.label, f"superseded by {suite.superseded_by}" if suite.superseded_by else "current",
-                      suite.content_hash()[:16], ", ".join(t.name for t in suite.tasks),
-                      ", ".join(map(str, suite.seeds)), _score_rule(suite))
+        table.add_row(suite.label, "superseded" if suite.superseded_by else "current", suite.content_hash()[:8],
+                      ", ".join(t.name for t in suite.tasks), _seeds(suite.seeds), _score_rule(suite))
     console.print(table)
-    superseded = [suite.label for suite in ALL_SUITES if suite.superseded_by]
-    if superseded:
-        console.print(f"Superseded suites ({', '.join(superseded)}) stay browsable and checkable by label, e.g. "
-                      f"sbbench leaderboard --suite {superseded[0]}; --suite NAME means the current version.",
-                      markup=False)
+    for suite in ALL_SUITES:
+        if suite.superseded_by:
+            console.print(f"{suite.label} is superseded by {suite.superseded_by}: it stays browsable and checkable "
+                          f"by label (sbbench leaderboard --suite {suite.label}); --suite {suite.name} means "
+                          f"{suite.superseded_by}.", markup=False)
+    console.print("worst-group: s_rand_wga over the oracle's, mean over tasks, with the accuracy guard "
+                  "(docs/suites/synthetic-v2.md)", markup=False)
+
+
+def _seeds(seeds: tuple[int, ...]) -> str:
+    """``0-4`` for consecutive seeds, else the list."""
+    consecutive = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f"{seeds[0]}-{seeds[-1]}" if consecutive and len(seeds) > 2 else ", ".join(map(str, seeds))
 
 
 def _score_rule(suite: Suite) -> str:
-    """The score column: the worst-group rule with its guard, or the mean of the primary metric."""
+    """The score column: the worst-group rule, or the mean of the primary metric."""
     if suite.score_rule == "worst-group":
-        return f"worst-group {suite.primary_metric} / oracle's, mean over tasks, guarded"
-    return f"mean {suite.primary_metric} over tasks"
+        return "worst-group"
+    return f"mean {suite.primary_metric}"
 
 
 @app.command("methods")
