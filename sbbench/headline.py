@@ -37,6 +37,11 @@ CHANCE_ACCURACY = 0.55
 ACCURACY_GUARD = 0.02
 """How far below ERM's clean accuracy (seed mean) a task's accuracy may fall before it is flagged."""
 
+WORST_GROUP_SCORE = ("oracle-normalised worst-group accuracy on the S-randomized test set (`s_rand_wga` divided by "
+                     "the oracle's), mean over tasks: 0 = the model relies on S alone, 1 = as good as the oracle; "
+                     f"a run below {CHANCE_ACCURACY} accuracy counts 0")
+"""What a worst-group suite's score is, in one sentence (every view and command says it in these words)."""
+
 
 @dataclass(frozen=True)
 class TaskAssessment:
@@ -128,8 +133,6 @@ def suite_score(suite: Suite, runs: Sequence[RunResult]) -> float:
 def score_meaning(suite: Suite) -> str:
     """What the suite's score means, in one sentence for people."""
     if suite.score_rule == "worst-group":
-        return ("mean over tasks of the worst-group accuracy on the S-randomized test set, divided by the oracle's: "
-                "0 = the model relies on S alone, 1 = as good as the oracle; a run below "
-                f"{CHANCE_ACCURACY} accuracy counts 0")
+        return WORST_GROUP_SCORE
     return (f"mean over tasks of {suite.primary_metric}: 0.5 = the model ignores everything but S, "
             "1.0 = it also uses S^c fully")

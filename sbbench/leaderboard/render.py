@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from sbbench.headline import ACCURACY_GUARD, CHANCE_ACCURACY, assess
+from sbbench.headline import ACCURACY_GUARD, CHANCE_ACCURACY, WORST_GROUP_SCORE, assess
 from sbbench.leaderboard.glossary import column_description, metric_description
 
 if TYPE_CHECKING:
@@ -39,11 +39,6 @@ WORST_GROUP_SUMMARY = ("acc", "s_rand_wga", "s_rand_auc", "s_swap_acc")
 """Metrics whose mean over tasks every table of a ``worst-group`` suite shows, before :data:`STATED_ADVERSARIAL`."""
 STATED_ADVERSARIAL = "mean adv acc (stated radius)"
 """Worst-group suites: the mean over tasks of ``adv_acc_<summary_attack>``, each task's stated attack."""
-
-WORST_GROUP_SCORE = ("oracle-normalised worst-group accuracy on the S-randomized test set (`s_rand_wga` divided by "
-                     "the oracle's), mean over tasks: 0 = the model relies on S alone, 1 = as good as the oracle; "
-                     f"a run below {CHANCE_ACCURACY} accuracy counts 0")
-"""What a worst-group suite's score is, in one sentence (every view says it in these words)."""
 
 
 def status_of(loaded: LoadedEntry) -> str:
