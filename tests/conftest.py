@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -82,3 +83,18 @@ def run_cli(*args: str, out: io.StringIO | None = None, err: io.StringIO | None 
     finally:
         sys.argv = argv
     return exited.value.code, out.getvalue(), err.getvalue()
+
+
+class Poisoned:
+    """Stands in for a dataset's test split: any use fails the test."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the test split was read (.{name})")
+
+    def __len__(self) -> int:
+        raise AssertionError("the test split was read (len)")
+
+
+def poisoned(data):
+    """``data`` (a :class:`sbbench.data.dataset.Dataset`) with its test split replaced by :class:`Poisoned`."""
+    return dataclasses.replace(data, test=Poisoned())

@@ -11,24 +11,21 @@ Inputs are malformed by construction (and, where that is not certain, filtered w
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import string
-import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+from conftest import run_cli
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from sbbench.cache import ResultCache
-from sbbench.cli import main
 from sbbench.leaderboard.store import EntryError, build_entry, entry_path, read_entry
 from sbbench.methods.registry import BUILTIN_METHODS, resolve_method
 from sbbench.methods.submission import SubmissionError, load_submission, tomllib
@@ -84,17 +81,10 @@ def run_main(args: list[str], watched: Path) -> tuple[int, str, str]:
     Asserts that no traceback was printed and nothing under ``watched`` changed.
     """
     before = snapshot(watched)
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["sbbench", *args]
-    try:
-        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        sys.argv = argv
-    assert "Traceback" not in err.getvalue() + out.getvalue(), err.getvalue()
+    code, out, err = run_cli(*args)
+    assert "Traceback" not in err + out, err
     assert snapshot(watched) == before, f"{args} changed files on disk"
-    return exited.value.code, out.getvalue(), err.getvalue()
+    return code, out, err
 
 
 def assert_one_clear_error(args: list[str], watched: Path) -> str:

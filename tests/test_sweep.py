@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import poisoned
 from pydantic import field_validator
 from torch import nn
 from typer.testing import CliRunner
@@ -17,7 +17,6 @@ from sbbench import selection as selection_module
 from sbbench import suite as suite_module
 from sbbench import sweep as sweep_module
 from sbbench.cli import app
-from sbbench.data.dataset import Dataset
 from sbbench.leaderboard.store import load_entries
 from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
 from sbbench.methods.registry import MethodInfo, resolve_method
@@ -58,18 +57,6 @@ def toy_info(cls: type[Method] = Toy) -> MethodInfo:
     return MethodInfo.of_class(cls, source="tests")
 
 
-class Poisoned:
-    """Stands in for the test split: any attribute access fails the test."""
-
-    def __getattr__(self, name: str) -> object:
-        raise AssertionError(f"the test split was read (.{name})")
-
-    def __len__(self) -> int:
-        raise AssertionError("the test split was read (len)")
-
-
-def poisoned(data: Dataset) -> Dataset:
-    return dataclasses.replace(data, test=Poisoned())
 
 
 def test_search_space_comes_from_the_declared_ranges() -> None:

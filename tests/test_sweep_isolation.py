@@ -6,7 +6,6 @@ imports them and the fit children are real processes with real limits.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -14,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import poisoned
 from typer.testing import CliRunner
 
 import sbbench
@@ -21,7 +21,6 @@ from sbbench import selection as selection_module
 from sbbench import suite as suite_module
 from sbbench.cache import ResultCache
 from sbbench.cli import app
-from sbbench.data.dataset import Dataset
 from sbbench.executors import JobSpec, execute_job
 from sbbench.isolation import Limits
 from sbbench.leaderboard.store import load_entries
@@ -64,18 +63,6 @@ class Recorder(Method):
 '''
 
 
-class Poisoned:
-    """Stands in for the test split: any use fails the test."""
-
-    def __getattr__(self, name: str) -> object:
-        raise AssertionError(f"the test split was read (.{name})")
-
-    def __len__(self) -> int:
-        raise AssertionError("the test split was read (len)")
-
-
-def poisoned(data: Dataset) -> Dataset:
-    return dataclasses.replace(data, test=Poisoned())
 
 
 def write_recorder(folder: Path, out: Path, sleep: float = 0.0, name: str = "recorder") -> MethodInfo:

@@ -109,6 +109,8 @@ FitSeconds = Annotated[float | None, typer.Option(
 FitMemoryGB = Annotated[float | None, typer.Option(
     "--fit-memory-gb", min=0.1, help="memory limit of one job's fit and every process it starts, in GB "
                                      "(default: the suite's)")]
+CacheDir = Annotated[Path | None, typer.Option(help="result cache (default $SBBENCH_CACHE or .sbbench/cache)")]
+SchedulerAddress = Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")]
 
 
 def limits_for(suite: Suite | None, seconds: float | None, memory_gb: float | None) -> Limits:

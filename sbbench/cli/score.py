@@ -12,8 +12,10 @@ from rich.table import Table
 
 from sbbench.cache import ResultCache, default_cache_dir
 from sbbench.cli.common import (
+    CacheDir,
     FitMemoryGB,
     FitSeconds,
+    SchedulerAddress,
     UserError,
     app,
     configure,
@@ -97,14 +99,13 @@ def score_command(
     root: Annotated[Path | None, typer.Option(help="leaderboard folder to write the entry into (default "
                                                    "$SBBENCH_RESULTS or ./sbbench-results; `--root leaderboard` "
                                                    "writes the committed leaderboard)")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="result cache (default $SBBENCH_CACHE or .sbbench/cache)")]
-    = None,
+    cache_dir: CacheDir = None,
     executor: Annotated[str, typer.Option(help="isolated (fit in child processes under the suite's limits), "
                                                "inline (one process, for debugging), dask (needs --scheduler) "
                                                "or dask-local (a local Dask cluster of --workers single-core "
                                                "processes)")]
     = "isolated",
-    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
+    scheduler: SchedulerAddress = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] (default: CUDA when present, else CPU)")]
     = None,
     fit_seconds: FitSeconds = None,

@@ -10,8 +10,10 @@ import typer
 
 from sbbench.cache import ResultCache, default_cache_dir
 from sbbench.cli.common import (
+    CacheDir,
     FitMemoryGB,
     FitSeconds,
+    SchedulerAddress,
     UserError,
     app,
     console,
@@ -48,14 +50,13 @@ def sweep_command(
     workers: Annotated[int, typer.Option(help="parallel worker processes (trials and the final score)")] = 1,
     root: Annotated[Path | None, typer.Option(help="leaderboard folder to write the entry into (default "
                                                    "$SBBENCH_RESULTS or ./sbbench-results)")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="result cache (default $SBBENCH_CACHE or .sbbench/cache)")]
-    = None,
+    cache_dir: CacheDir = None,
     executor: Annotated[str, typer.Option(help="where trials and scored jobs run: isolated (fit in child "
                                                "processes under the suite's limits), inline (one process, for "
                                                "debugging), dask (needs --scheduler) or dask-local (a local Dask "
                                                "cluster of --workers single-core processes)")]
     = "isolated",
-    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")] = None,
+    scheduler: SchedulerAddress = None,
     fit_seconds: FitSeconds = None,
     fit_memory_gb: FitMemoryGB = None,
 ) -> None:

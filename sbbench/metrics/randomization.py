@@ -108,13 +108,13 @@ def block_randomized_metrics(
     generator = torch.Generator().manual_seed(seed)
     accs, aucs = [], []
     correct, count = torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+    labels, indices = y.cpu(), space.block(block)
     for _ in range(repeats):
-        source = torch.randperm(len(x), generator=generator)
-        logits = predict_logits(model, _replace_block(x, space, space.block(block), source), batch_size)
+        source = torch.randperm(len(x), generator=generator)  # as randomize_block draws it; kept for the groups
+        logits = predict_logits(model, _replace_block(x, space, indices, source), batch_size)
         accs.append(accuracy(logits, y))
         aucs.append(roc_auc(margin_scores(logits), y))
         if worst_group:
-            labels = y.cpu()
             group = labels * 2 + (labels[source] == labels).long()
             hits = (logits.argmax(dim=1).cpu() == labels).double()
             correct += torch.bincount(group, weights=hits, minlength=4).view(2, 2)
