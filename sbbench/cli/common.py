@@ -20,7 +20,7 @@ from rich.table import Table
 import sbbench
 from sbbench.isolation import DEFAULT_LIMITS, Limits
 from sbbench.leaderboard.entry import Entry
-from sbbench.leaderboard.render import column_label, format_value
+from sbbench.leaderboard.render import TEXT_COLUMNS, column_label, format_value
 from sbbench.leaderboard.store import EntryError, entry_path, read_entry, write_entry
 from sbbench.methods.describe import DescribeError
 from sbbench.methods.registry import HParamsError, MethodInfo, RegistryError, SubmissionError, resolve_method
@@ -174,17 +174,22 @@ def hub_snapshot_root(repo: str) -> Path:
         raise UserError(str(error)) from None
 
 
-def print_frame(frame, title: str) -> None:
-    """``frame`` as a terminal table: names never cut, long headers folded, numbers right-aligned."""
+def print_frame(frame, title: str, *, compact: bool = False,
+                header: Callable[[str], str] | None = None) -> None:
+    """``frame`` as a terminal table: names never cut, long headers folded, numbers right-aligned.
+
+    ``compact``: no cell padding and no outer edge (one space between columns); ``header`` maps
+    a column name to its printed header (default: :func:`column_label`, folded at ``/`` and ``mean``).
+    """
     if frame.empty:
         console.print(f"{title}: no entries yet", markup=False)
         return
-    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table = (Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False) if compact
+             else Table(title=title, box=box.SIMPLE_HEAD))
     for column in frame.columns:
-        label = column_label(column).replace("/", "\n", 1).replace("mean ", "mean\n", 1)
-        text = column in ("method", "track", "status")
-        table.add_column(label, justify="left" if text else "right", no_wrap=column in ("method", "status"),
-                         overflow="fold")
+        label = header(column) if header else column_label(column).replace("/", "\n", 1).replace("mean ", "mean\n", 1)
+        table.add_column(label, justify="left" if column in TEXT_COLUMNS else "right",
+                         no_wrap=column in ("method", "status"), overflow="fold")
     for row in frame.itertuples(index=False):
         table.add_row(*(format_value(v) for v in row))
     console.print(table)

@@ -8,8 +8,6 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich import box
-from rich.table import Table
 
 from sbbench.cli.common import (
     LEADERBOARD_ROOT,
@@ -29,8 +27,6 @@ from sbbench.leaderboard.entry import LoadedEntry
 from sbbench.leaderboard.render import (
     GUARD,
     STATED_ADVERSARIAL,
-    TEXT_COLUMNS,
-    format_value,
     is_worst_group,
     leaderboard_frame,
     metric_columns,
@@ -108,14 +104,15 @@ def leaderboard_command(
 def _print_table(frame: pd.DataFrame, suite: Suite, root: Path, *, summary: bool) -> None:
     """The terminal view: the superseded mark, the table, what the guard means, where else entries are.
 
-    A worst-group suite's ``summary`` view (the default) is the compact table of :func:`_print_compact`.
+    A worst-group suite's ``summary`` view (the default) is compact, with headers of at most 7 characters,
+    so eleven columns fit 100 terminal columns with method names of up to about 25 characters.
     """
     note = superseded_note(suite)
     if note:
         console.print(f"{note}.", markup=False)
     title = f"sbbench leaderboard: {suite.label} ({root})"
     if is_worst_group(suite) and not frame.empty:
-        (_print_compact if summary else print_frame)(_short_guard(frame), title)
+        print_frame(_short_guard(frame), title, compact=summary, header=_compact_header if summary else None)
         _print_guard(frame, suite)
     else:
         print_frame(frame, title)
@@ -126,20 +123,6 @@ def _print_table(frame: pd.DataFrame, suite: Suite, root: Path, *, summary: bool
 def _short_guard(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with each guard remark cut to its first word (``failed``, ``flagged``): the table stays narrow."""
     return frame.assign(**{GUARD: frame[GUARD].map(lambda remarks: remarks.split(":")[0])})
-
-
-def _print_compact(frame: pd.DataFrame, title: str) -> None:
-    """A worst-group summary as a terminal table with one space between columns and headers of at most 7 characters.
-
-    Eleven columns fit 100 terminal columns with method names of up to about 25 characters, never cut.
-    """
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
-    for column in frame.columns:
-        table.add_column(_compact_header(column), justify="left" if column in TEXT_COLUMNS else "right",
-                         no_wrap=column in ("method", "status"), overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(format_value(v) for v in row))
-    console.print(table)
 
 
 def _compact_header(column: str) -> str:
