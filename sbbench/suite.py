@@ -11,9 +11,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sbbench.tasks import IMAGE_ATTACKS, TASKS, V1_SYNTHETIC_TASKS, Task
+from sbbench.tasks import (
+    IMAGE_ATTACKS,
+    IMAGE_V2_ATTACK,
+    IMAGE_V2_VARIANTS,
+    TASKS,
+    V1_IMAGE_TASKS,
+    V1_SYNTHETIC_TASKS,
+    Task,
+)
 
-_NOT_HASHED = {"fit_seconds_limit", "fit_memory_limit_gb", "superseded_by", "references"}
+_NOT_HASHED = {"fit_seconds_limit", "fit_memory_limit_gb", "superseded_by", "references", "control_suite"}
 
 
 class TaskReference(BaseModel):
@@ -48,6 +56,10 @@ class Suite(BaseModel):
     """Per task, the references of the ``worst-group`` rule (not hashed: they never change a job's numbers)."""
     superseded_by: str | None = None
     """The label of the suite that replaces this one; superseded suites stay browsable and checkable."""
+    control_suite: str | None = None
+    """The label of the suite of S^c-only controls (task ``<name>-control`` for each task ``<name>``) whose ERM
+    accuracy is the ceiling in this suite's admission rule (:mod:`sbbench.leaderboard.admission`); ``None``: the
+    rule's absolute thresholds apply. Not hashed."""
     table_metrics: tuple[str, ...] = ("acc", "s_rand_auc", "sc_rand_auc", "s_rand_acc", "s_swap_acc",
                                       "adv_acc_l2_1.0")
     """Per-task columns of the leaderboard table, in order."""
@@ -117,6 +129,40 @@ SYNTHETIC_V2 = Suite(
     references=REFERENCES_SYNTHETIC_V2,
 )
 
+REFERENCES_IMAGES_V2: dict[str, TaskReference] = {
+    name: TaskReference(oracle_wga=0.8, erm_acc=1.0) for name in IMAGE_V2_VARIANTS.values()
+}
+
+IMAGES_CONTROL_V2 = Suite(
+    name="images-control",
+    version=2,
+    description="the CIFAR-only controls of images v2 (MNIST half blanked), scored by ERM: the ceiling of the images "
+                "admission rule; not a benchmark",
+    tasks=tuple(TASKS[f"{name}-control"] for name in IMAGE_V2_VARIANTS.values()),
+    seeds=(0, 1, 2, 3, 4),
+    primary_metric="acc",
+    table_metrics=("acc", "auc", "sc_rand_auc", f"adv_acc_{IMAGE_V2_ATTACK.tag}"),
+    fit_seconds_limit=1800.0,
+    fit_memory_limit_gb=8.0,
+)
+
+IMAGES_V2 = Suite(
+    name="images",
+    version=2,
+    description="MNIST-CIFAR dominoes A, B and C on real images (2,500 per class), compact CNN, 12 epochs of one-cycle "
+                "SGD, 5 seeds; every task admitted against its CIFAR-only control",
+    tasks=tuple(TASKS[name] for name in IMAGE_V2_VARIANTS.values()),
+    seeds=(0, 1, 2, 3, 4),
+    primary_metric="s_rand_wga",
+    score_rule="worst-group",
+    table_metrics=("acc", "s_rand_wga", "s_rand_auc", "s_rand_acc", "s_swap_acc", f"adv_acc_{IMAGE_V2_ATTACK.tag}",
+                   "feature_availability"),
+    fit_seconds_limit=1800.0,
+    fit_memory_limit_gb=8.0,
+    references=REFERENCES_IMAGES_V2,
+    control_suite=IMAGES_CONTROL_V2.label,
+)
+
 SYNTHETIC_V1 = Suite(
     name="synthetic",
     version=1,
@@ -130,6 +176,8 @@ SYNTHETIC_V1 = Suite(
 ALL_SUITES: tuple[Suite, ...] = (
     SYNTHETIC_V2,
     SYNTHETIC_V1,
+    IMAGES_V2,
+    IMAGES_CONTROL_V2,
     Suite(
         name="smoke",
         version=1,
@@ -152,10 +200,11 @@ ALL_SUITES: tuple[Suite, ...] = (
         name="images",
         version=1,
         description="MNIST-CIFAR dominoes (variant A) on real images, compact CNN, 5 seeds",
-        tasks=(TASKS["mnist-cifar"],),
+        tasks=V1_IMAGE_TASKS[:1],
         seeds=(0, 1, 2, 3, 4),
         table_metrics=("acc", "s_rand_auc", "sc_rand_auc", "fresh_s_rand_auc", "fresh_sc_rand_auc", "s_swap_acc",
                        *(f"adv_acc_{attack.tag}" for attack in IMAGE_ATTACKS)),
+        superseded_by=IMAGES_V2.label,
     ),
 )
 """Every suite, current and superseded."""

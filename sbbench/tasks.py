@@ -74,28 +74,16 @@ IMAGE_ATTACKS = (AttackSpec(norm="linf", eps=2 / 255, steps=10), AttackSpec(norm
 _IMAGE_TRACKS = {"n_pool": 1000, "n_val": 200}
 _CNN = BackboneSpec(kind="cnn", width=32, depth=4)
 _IMAGE_SGD = TrainConfig(lr=0.05, momentum=0.9, weight_decay=5e-5, batch_size=128, max_epochs=20)
-_IMAGE_CONTROL_SGD = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, max_epochs=12,
-                                 lr_schedule="onecycle")
 _IMAGE_METRICS = MetricSpec(attacks=list(IMAGE_ATTACKS), universal=False, coordinate_profile=False, clamp=(0.0, 1.0),
                             batch_size=1024)
 
 
-def _image_tasks() -> list[Task]:
-    """MNIST-CIFAR dominoes (:mod:`sbbench.data.images`): variants, the CIFAR-only control, a smoke task."""
-    def dominoes(variant: str, **extra: object) -> DominoSpec:
-        return DominoSpec(variant=variant, **_IMAGE_TRACKS, **extra)
-
+def _image_extra_tasks() -> list[Task]:
+    """Dominoes outside the suites (:mod:`sbbench.data.images`): a ResNet-18 variant and a smoke task."""
     return [
-        Task(name="mnist-cifar", description="MNIST-CIFAR dominoes A: digit 0/1 over automobile/truck, compact CNN",
-             data=dominoes("A"), backbone=_CNN, budget=_IMAGE_SGD, metrics=_IMAGE_METRICS),
-        Task(name="mnist-cifar-b", description="MNIST-CIFAR dominoes B: digit 1/4 over automobile/truck, compact CNN",
-             data=dominoes("B"), backbone=_CNN, budget=_IMAGE_SGD, metrics=_IMAGE_METRICS),
-        Task(name="mnist-cifar-c", description="MNIST-CIFAR dominoes C: digit 0/1 over airplane/ship, compact CNN",
-             data=dominoes("C"), backbone=_CNN, budget=_IMAGE_SGD, metrics=_IMAGE_METRICS),
-        Task(name="mnist-cifar-control", description="dominoes A with the MNIST half blanked: can the CNN learn CIFAR?",
-             data=dominoes("A", blank_mnist=True), backbone=_CNN, budget=_IMAGE_CONTROL_SGD, metrics=_IMAGE_METRICS),
         Task(name="mnist-cifar-resnet18", description="dominoes A with a CIFAR-style ResNet-18 (for GPUs)",
-             data=dominoes("A"), backbone=BackboneSpec(kind="resnet18", width=64, depth=2), budget=_IMAGE_SGD,
+             data=DominoSpec(variant="A", **_IMAGE_TRACKS), backbone=BackboneSpec(kind="resnet18", width=64, depth=2),
+             budget=_IMAGE_SGD,
              metrics=_IMAGE_METRICS),
         Task(name="mnist-cifar-smoke", description="dominoes A cut to 500 train / 250 test per class, cheap metrics",
              data=DominoSpec(n_pool=200, n_val=100, max_train_per_class=500, max_test_per_class=250),
@@ -104,6 +92,53 @@ def _image_tasks() -> list[Task]:
              metrics=MetricSpec(randomization_repeats=2, attacks=[AttackSpec(norm="linf", eps=0.3, steps=3)],
                                 universal=False, coordinate_profile=False, clamp=(0.0, 1.0), batch_size=1024)),
     ]
+
+
+def _image_v1_tasks() -> list[Task]:
+    """The dominoes variants at v1's budget and metrics (suite ``images`` v1 scores variant A)."""
+    def dominoes(variant: str) -> DominoSpec:
+        return DominoSpec(variant=variant, **_IMAGE_TRACKS)
+
+    return [
+        Task(name="mnist-cifar", description="MNIST-CIFAR dominoes A: digit 0/1 over automobile/truck, compact CNN",
+             data=dominoes("A"), backbone=_CNN, budget=_IMAGE_SGD, metrics=_IMAGE_METRICS),
+        Task(name="mnist-cifar-b", description="MNIST-CIFAR dominoes B: digit 1/4 over automobile/truck, compact CNN",
+             data=dominoes("B"), backbone=_CNN, budget=_IMAGE_SGD, metrics=_IMAGE_METRICS),
+        Task(name="mnist-cifar-c", description="MNIST-CIFAR dominoes C: digit 0/1 over airplane/ship, compact CNN",
+             data=dominoes("C"), backbone=_CNN, budget=_IMAGE_SGD, metrics=_IMAGE_METRICS),
+    ]
+
+
+_IMAGE_V2_DATA = {**_IMAGE_TRACKS, "max_train_per_class": 2500, "max_test_per_class": 1000}
+_IMAGE_V2_SGD = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, max_epochs=12,
+                            lr_schedule="onecycle", stop_train_acc=None, stop_train_loss=None)
+"""The images v2 budget: v1's CIFAR-only control recipe, 12 whole epochs of a one-cycle schedule for every method
+(no early stop), which lets the oracle and the control learn the CIFAR half (docs/suites/images-v2.md)."""
+IMAGE_V2_ATTACK = AttackSpec(norm="linf", eps=2 / 255, steps=10)
+_IMAGE_V2_METRICS = MetricSpec(randomization_repeats=2, attacks=[IMAGE_V2_ATTACK], universal=False,
+                               coordinate_profile=False, clamp=(0.0, 1.0), batch_size=512, worst_group=True,
+                               summary_attack=IMAGE_V2_ATTACK.tag)
+"""The images v2 metrics: one l_inf 2/255 PGD attack (where ERM and the CIFAR-reading models differ), two
+permutations per randomized metric, 512-row batches."""
+IMAGE_V2_VARIANTS = {"A": "mnist-cifar", "B": "mnist-cifar-b", "C": "mnist-cifar-c"}
+"""The task name of each dominoes variant in suite ``images`` v2; its control is ``<name>-control``."""
+
+
+def _image_v2_tasks() -> list[Task]:
+    """The dominoes A, B and C of suite ``images`` v2, and each one's CIFAR-only control."""
+    def task(name: str, description: str, data: DominoSpec) -> Task:
+        return Task(name=name, version=2, description=description, data=data, backbone=_CNN, budget=_IMAGE_V2_SGD,
+                    metrics=_IMAGE_V2_METRICS)
+
+    pairs = {"A": "digit 0/1 over automobile/truck", "B": "digit 1/4 over automobile/truck",
+             "C": "digit 0/1 over airplane/ship"}
+    tasks = []
+    for variant, name in IMAGE_V2_VARIANTS.items():
+        tasks.append(task(name, f"MNIST-CIFAR dominoes {variant}: {pairs[variant]}, 2,500 per class, compact CNN",
+                          DominoSpec(variant=variant, **_IMAGE_V2_DATA)))
+        tasks.append(task(f"{name}-control", f"dominoes {variant} with the MNIST half blanked: the CIFAR-only "
+                          "ceiling", DominoSpec(variant=variant, blank_mnist=True, **_IMAGE_V2_DATA)))
+    return tasks
 
 
 _V2_SGD = TrainConfig(lr=0.1, momentum=0.9, batch_size=256, weight_decay=5e-5, max_epochs=40)
@@ -172,7 +207,8 @@ def _tasks() -> dict[str, Task]:
              backbone=BackboneSpec(width=32, depth=2), budget=TrainConfig(lr=0.1, batch_size=128, max_epochs=5),
              metrics=MetricSpec(randomization_repeats=2, attacks=[AttackSpec(norm="l2", eps=1.0, steps=5)],
                                 universal=False, coordinate_profile=False)),
-        *_image_tasks(),
+        *_image_v2_tasks(),
+        *_image_extra_tasks(),
     ]
     return {task.name: task for task in defs}
 
@@ -182,6 +218,9 @@ TASKS: dict[str, Task] = _tasks()
 
 V1_SYNTHETIC_TASKS: tuple[Task, ...] = tuple(_synthetic_v1_tasks())
 """The tasks of suite ``synthetic`` v1, superseded by v2."""
+
+V1_IMAGE_TASKS: tuple[Task, ...] = tuple(_image_v1_tasks())
+"""The dominoes tasks at v1's budget; suite ``images`` v1 (superseded by v2) scores the first."""
 
 
 def get_task(name: str) -> Task:

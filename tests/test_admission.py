@@ -11,7 +11,7 @@ from sbbench.leaderboard.admission import audit
 from sbbench.leaderboard.store import build_entry, entry_path
 from sbbench.methods.registry import resolve_method
 from sbbench.results import RunResult
-from sbbench.suite import SYNTHETIC_V2, Suite
+from sbbench.suite import IMAGES_CONTROL_V2, IMAGES_V2, SYNTHETIC_V2, Suite
 
 
 def audit_cli(*args: str) -> tuple[int, str]:
@@ -80,7 +80,7 @@ def test_audit_command_prints_the_table_and_fails_when_a_task_is_not_admitted(tm
     assert code == 0, output
     assert "every task of synthetic-v2 is admitted" in output
     _, markdown = audit_cli("synthetic", "--root", str(tmp_path), "--format", "markdown")
-    assert markdown.count("| yes (5/5 seeds) |") == len(SYNTHETIC_V2.tasks)
+    assert markdown.count("| yes 5/5 |") == len(SYNTHETIC_V2.tasks)
 
     oracle[("lms5", 0)]["acc"] = 0.5
     write_entry(tmp_path, SYNTHETIC_V2, "oracle-randomize-s", oracle)
@@ -93,3 +93,37 @@ def test_audit_without_entries_admits_nothing_and_says_why(tmp_path: Path) -> No
     code, output = audit_cli("synthetic", "--root", str(tmp_path))
     assert code == 1
     assert "no readable erm entry" in output
+
+
+def write_image_entries(root: Path, control_acc: float, oracle_change: dict[tuple[str, int], dict[str, float]]) -> None:
+    """ERM and oracle entries of images v2 and ERM's on its controls (accuracy ``control_acc`` on every seed)."""
+    write_entry(root, IMAGES_CONTROL_V2, "erm", {(t.name, seed): {"acc": control_acc} for t in IMAGES_CONTROL_V2.tasks
+                                                 for seed in IMAGES_CONTROL_V2.seeds})
+    oracle = {(t.name, seed): {"acc": 0.83, "s_rand_acc": 0.83, **oracle_change.get((t.name, seed), {})}
+              for t in IMAGES_V2.tasks for seed in IMAGES_V2.seeds}
+    write_entry(root, IMAGES_V2, "erm", {key: dict(GOOD_ERM) for key in oracle})
+    write_entry(root, IMAGES_V2, "oracle-randomize-s", oracle)
+
+
+def test_image_tasks_are_admitted_against_their_cifar_only_control(tmp_path: Path) -> None:
+    write_image_entries(tmp_path, 0.84, {("mnist-cifar-b", 2): {"acc": 0.8201}})
+    admissions = audit(tmp_path, IMAGES_V2)
+    assert all(a.admitted for a in admissions), "0.83 and 0.8201 are within 0.02 of the control's 0.84"
+    assert admissions[0].seeds[0].control_acc == pytest.approx(0.84)
+    code, output = audit_cli("images", "--root", str(tmp_path))
+    assert code == 0, output
+    assert "control" in output and "CIFAR-only control in images-control-v2" in " ".join(output.split())
+
+
+@pytest.mark.parametrize("change", [{"acc": 0.819}, {"s_rand_acc": 0.819}])
+def test_an_oracle_more_than_002_below_the_control_on_one_seed_is_not_admitted(tmp_path: Path, change: dict) -> None:
+    write_image_entries(tmp_path, 0.84, {("mnist-cifar-c", 4): change})
+    assert [a.task for a in audit(tmp_path, IMAGES_V2) if not a.admitted] == ["mnist-cifar-c"]
+
+
+def test_image_audit_without_the_control_entry_admits_nothing(tmp_path: Path) -> None:
+    write_image_entries(tmp_path, 0.84, {})
+    entry_path(tmp_path, IMAGES_CONTROL_V2, "erm").unlink()
+    admissions = audit(tmp_path, IMAGES_V2)
+    assert not any(a.admitted for a in admissions)
+    assert "no readable erm entry in images-control-v2" in admissions[0].missing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
 
 from sbbench.cli.common import app, console, errors
@@ -26,31 +27,36 @@ def _data_summary(task: Task) -> tuple[str, str]:
 
 @app.command("tasks")
 def tasks_command() -> None:
-    """List the named tasks with their dataset, blocks, backbone and budget."""
-    table = Table(title="sbbench tasks")
-    for column in ("task", "dataset", "train/test", "blocks", "backbone", "budget"):
-        table.add_column(column, overflow="fold")
+    """List the named tasks: description, train/test sizes, blocks, backbone and budget."""
+    table = Table(title="sbbench tasks", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    table.add_column("task", no_wrap=True)
+    table.add_column("dataset; train / test; blocks; backbone; budget")
     for task in TASKS.values():
         budget = task.budget
         sizes, blocks = _data_summary(task)
         table.add_row(
-            task.name, task.description, sizes, blocks,
-            f"({task.backbone.width},{task.backbone.depth})-{task.backbone.kind.upper()}",
+            f"{task.name}\n(v{task.version})",
+            f"{task.description}\n{sizes}; {blocks}; "
+            f"({task.backbone.width},{task.backbone.depth})-{task.backbone.kind.upper()}; "
             f"{budget.optimizer} lr {budget.lr} mom {budget.momentum} wd {budget.weight_decay} "
             f"bs {budget.batch_size}, <= {budget.max_epochs} epochs",
         )
+        table.add_section()
     console.print(table)
 
 
 @app.command("suites")
 def suites_command() -> None:
     """List every suite, current and superseded (marked), with its hash, tasks, seeds and score rule."""
-    table = Table(title="sbbench suites")
-    for column in ("suite", "status", "hash", "tasks", "seeds", "score"):
-        table.add_column(column, no_wrap=column in ("suite", "status", "hash", "seeds"))
+    table = Table(title="sbbench suites", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    for column in ("suite", "hash", "tasks", "seeds", "score"):
+        table.add_column(column, no_wrap=column != "tasks", overflow="fold",
+                         min_width=max(len(t.name) for t in TASKS.values()) + 1 if column == "tasks" else None)
     for suite in ALL_SUITES:
-        table.add_row(suite.label, "superseded" if suite.superseded_by else "current", suite.content_hash()[:8],
-                      ", ".join(t.name for t in suite.tasks), _seeds(suite.seeds), _score_rule(suite))
+        label = f"{suite.label}\n(superseded)" if suite.superseded_by else suite.label
+        table.add_row(label, suite.content_hash()[:8], ", ".join(t.name for t in suite.tasks), _seeds(suite.seeds),
+                      _score_rule(suite))
+        table.add_section()
     console.print(table)
     for suite in ALL_SUITES:
         if suite.superseded_by:
@@ -58,7 +64,7 @@ def suites_command() -> None:
                           f"by label (sbbench leaderboard --suite {suite.label}); --suite {suite.name} means "
                           f"{suite.superseded_by}.", markup=False)
     console.print("worst-group: s_rand_wga over the oracle's, mean over tasks, with the accuracy guard "
-                  "(docs/suites/synthetic-v2.md)", markup=False)
+                  "(docs/suites/synthetic-v2.md, docs/suites/images-v2.md)", markup=False)
 
 
 def _seeds(seeds: tuple[int, ...]) -> str:

@@ -9,7 +9,7 @@ import pandas as pd
 import typer
 
 from sbbench.cli.common import LEADERBOARD_ROOT, UserError, app, console, print_frame, suite_named
-from sbbench.leaderboard.admission import RULE, admission_rows, audit
+from sbbench.leaderboard.admission import admission_rows, audit, rule
 
 suite_app = typer.Typer(help="Check a suite's tasks (admission rule).")
 app.add_typer(suite_app, name="suite")
@@ -35,8 +35,9 @@ def audit_command(
         lines += ["| " + " | ".join(row) + " |" for row in frame.itertuples(index=False)]
         console.print("\n".join(lines), markup=False, soft_wrap=True)
     else:
-        print_frame(frame, f"admission of {suite_spec.label} ({root})")
-        console.print(RULE, markup=False)
+        print_frame(frame, f"admission of {suite_spec.label} ({root})", compact=True,
+                    header=lambda column: column.replace(" (", "\n(", 1))
+        console.print(rule(suite_spec), markup=False)
     for reason in dict.fromkeys(a.missing for a in admissions if a.missing):
         console.print(f"cannot check: {reason}", markup=False, soft_wrap=True)
     rejected = [a.task for a in admissions if not a.admitted]
