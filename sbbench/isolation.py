@@ -6,7 +6,9 @@ its track (sent with cloudpickle: parent to child only), and receives the traine
 **as data**: the child exports it (:func:`sbbench.models.transfer.export_model`) and the parent
 rebuilds it from ATen operators and tensors (:func:`~sbbench.models.transfer.load_model`), so
 no code of the method ever runs in the parent. Every message from the child is JSON, never a
-pickle. The test split never leaves the parent, which checks and evaluates the model:
+pickle; the training diagnostics the method reported (``ctx.report``) travel as JSON numbers in
+the message that announces the model, are checked again here and land in the parent's context.
+The test split never leaves the parent, which checks and evaluates the model:
 :func:`sbbench.runner.run_job` with an :class:`IsolatedFit` as its fitter.
 
 Children are started once (``python -c`` with a private pair of pipes) and reused by every later
@@ -54,12 +56,13 @@ from typing import Any, Literal
 
 import cloudpickle
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from sbbench.methods.base import TrainContext
+from sbbench.methods.base import TrainContext, TrainDiagnostics
 from sbbench.methods.registry import MethodInfo, current_code_hash
 from sbbench.models.transfer import TransferError, export_model, load_model
+from sbbench.results import DiagnosticError, checked_diagnostics
 from sbbench.runner import FitFailure, describe_error
 from sbbench.suite import Suite
 
@@ -109,13 +112,17 @@ class _Request:
 
 
 class _Message(BaseModel):
-    """A message from a child: parsed from JSON and validated, never unpickled."""
+    """A message from a child: parsed from JSON and validated, never unpickled.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    ``diagnostics`` (with ``kind == "model"``) are the training diagnostics the method reported.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["ready", "log", "model", "stale", "failed"]
     text: str = ""
     retire: bool = False
+    diagnostics: dict[str, float] = Field(default_factory=dict)
 
 
 MESSAGE_BYTES = 1024**2
@@ -195,8 +202,9 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def fit(self, payload: bytes, limits: Limits, log: Callable[[str], None]) -> bytes:
-        """Send one pickled request and return the model archive; raise :class:`FitFailure` otherwise.
+    def fit(self, payload: bytes, limits: Limits, log: Callable[[str], None]) -> tuple[bytes, dict[str, float]]:
+        """Send one pickled request and return the model archive and the training diagnostics the child sent
+        (JSON numbers, not yet checked); raise :class:`FitFailure` otherwise.
 
         A watchdog thread enforces the limits (it kills the child's group, which ends any read
         here), so a child that stalls in the middle of a message cannot hold the parent.
@@ -215,7 +223,7 @@ class _Worker:
                 if message.kind == "log":
                     log(message.text)
                 elif message.kind == "model":
-                    return self._receive_bytes(MODEL_BYTES)
+                    return self._receive_bytes(MODEL_BYTES), dict(message.diagnostics)
                 elif message.kind == "stale":
                     self.broken = True
                     raise _StaleWorker(message.text)
@@ -442,10 +450,12 @@ class IsolatedFit:
     def __call__(self, info: MethodInfo, hparams: dict[str, Any], ctx: TrainContext) -> nn.Module:
         """Train the method on ``ctx`` in a child and return the model, rebuilt here from the child's archive.
 
-        The child checks that the method's code still has ``info.code_hash``.
+        The child checks that the method's code still has ``info.code_hash``. The training
+        diagnostics the method reported arrive with the model as JSON numbers; they are checked
+        (names, finiteness, count) and recorded in ``ctx.diagnostics``.
         """
-        request = _Request(info=info, hparams=hparams, context=replace(ctx, log=_quiet), sys_path=list(sys.path),
-                           cwd=os.getcwd())
+        request = _Request(info=info, hparams=hparams, context=replace(ctx, log=_quiet, diagnostics=TrainDiagnostics()),
+                           sys_path=list(sys.path), cwd=os.getcwd())
         try:
             payload = _dumps(request)
         except Exception as error:
@@ -456,13 +466,18 @@ class IsolatedFit:
                          threads=self.threads or torch.get_num_threads())
         with self.slots:
             try:
-                archive = self._fit(config, payload, ctx.log)
+                archive, diagnostics = self._fit(config, payload, ctx.log)
             except _StaleWorker:
-                archive = self._fit(config, payload, ctx.log, fresh=True)
+                archive, diagnostics = self._fit(config, payload, ctx.log, fresh=True)
         try:
-            return load_model(archive, ctx.device)
+            model = load_model(archive, ctx.device)
         except TransferError as error:
             raise FitFailure(f"the trained model cannot be loaded by the evaluating process: {error}") from None
+        try:
+            ctx.diagnostics.update(checked_diagnostics(diagnostics))
+        except DiagnosticError as error:
+            raise FitFailure(f"the fit process sent invalid training diagnostics: {error}") from None
+        return model
 
     def stop(self) -> None:
         """Kill the children training for this fitter now and refuse further jobs."""
@@ -472,7 +487,8 @@ class IsolatedFit:
         for worker in busy:
             worker.kill()
 
-    def _fit(self, config: _Config, payload: bytes, log: Callable[[str], None], fresh: bool = False) -> bytes:
+    def _fit(self, config: _Config, payload: bytes, log: Callable[[str], None],
+             fresh: bool = False) -> tuple[bytes, dict[str, float]]:
         with self._lock:
             if self._stopped:
                 raise FitFailure("scoring was stopped before this job trained")
@@ -515,8 +531,12 @@ def serve() -> None:
         served += 1
 
 
-def _send(outbox: Connection, kind: str, text: str = "", retire: bool = False) -> None:
-    outbox.send_bytes(json.dumps({"kind": kind, "text": text, "retire": retire}).encode())
+def _send(outbox: Connection, kind: str, text: str = "", retire: bool = False,
+          diagnostics: dict[str, float] | None = None) -> None:
+    message: dict[str, Any] = {"kind": kind, "text": text, "retire": retire}
+    if diagnostics:
+        message["diagnostics"] = diagnostics
+    outbox.send_bytes(json.dumps(message, allow_nan=False).encode())
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -550,6 +570,7 @@ def _answer(payload: bytes, outbox: Connection, *, reused: bool, memory_bytes: i
         if not isinstance(model, nn.Module):
             return _send(outbox, "failed", f"fit must return a torch.nn.Module, got {type(model).__name__}")
         archive = export_model(model, ctx.train.x[:8])
+        diagnostics = _reported(ctx)
     except TransferError as error:
         return _send(outbox, "failed", str(error))
     except Exception as error:
@@ -557,8 +578,16 @@ def _answer(payload: bytes, outbox: Connection, *, reused: bool, memory_bytes: i
             limit = f"{memory_bytes / _GB:g} GB address space" if memory_bytes else "no limit set"
             return _send(outbox, "failed", f"memory limit exceeded ({limit}): {describe_error(error)}", True)
         return _send(outbox, "failed", describe_error(error))
-    _send(outbox, "model")
+    _send(outbox, "model", diagnostics=diagnostics)
     outbox.send_bytes(archive)
+
+
+def _reported(ctx: TrainContext) -> dict[str, float]:
+    """The training diagnostics ``fit`` reported, checked (raises :class:`DiagnosticError` naming the problem)."""
+    if not isinstance(ctx.diagnostics, TrainDiagnostics):
+        raise DiagnosticError(f"ctx.diagnostics was replaced by a {type(ctx.diagnostics).__name__}; report training "
+                              "diagnostics with ctx.report(name, value)")
+    return checked_diagnostics(ctx.diagnostics.values())
 
 
 def _out_of_memory(error: BaseException) -> bool:

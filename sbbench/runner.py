@@ -7,7 +7,8 @@ random draws derive from it. The method sees only its own *method seed*,
 ``fit`` and is ``ctx.seed``: a method cannot recover the data seed from it, so it cannot
 regenerate its job's data (test split, which block is S) from the public generator.
 Errors inside the method or the evaluation become a failed :class:`RunResult` carrying the
-reason; they never escape.
+reason; they never escape. What the method reports about its training
+(:meth:`~sbbench.methods.base.TrainContext.report`) is stored in the result's ``training``.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ import torch
 from torch import nn
 
 from sbbench.data.dataset import Dataset
-from sbbench.methods.base import Track, TrainContext
+from sbbench.methods.base import Track, TrainContext, TrainDiagnostics
 from sbbench.methods.registry import MethodInfo
 from sbbench.metrics.availability import feature_availability
 from sbbench.metrics.classification import accuracy, margin_scores, predict_logits, roc_auc
 from sbbench.metrics.evaluate import Evaluation, evaluate
 from sbbench.models import BackboneFactory
-from sbbench.results import RunResult
+from sbbench.results import RunResult, checked_diagnostics
 from sbbench.seeding import derive_seed
 from sbbench.tasks import Task
 
@@ -51,7 +52,10 @@ class FitFailure(RuntimeError):
 
 
 Fitter = Callable[[MethodInfo, dict[str, Any], TrainContext], nn.Module]
-"""How ``run_job`` trains: given the method, its validated hyperparameters and the context; returns the model."""
+"""How ``run_job`` trains: given the method, its validated hyperparameters and the context; returns the model.
+
+What the method reports (:meth:`~sbbench.methods.base.TrainContext.report`) must end up in the
+given context's ``ctx.diagnostics``."""
 
 
 def fit_in_process(info: MethodInfo, hparams: dict[str, Any], ctx: TrainContext) -> nn.Module:
@@ -95,9 +99,10 @@ def failed_result(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: i
 
 
 def train_context(task: Task, data: Dataset, track: Track, seed: int, device: torch.device,
-                  log: Callable[[str], None]) -> TrainContext:
+                  log: Callable[[str], None], diagnostics: TrainDiagnostics | None = None) -> TrainContext:
     """What a method of ``track`` may see of ``data`` (the draw for data seed ``seed``): never the test split,
-    the data seed or the task's generator; ``ctx.seed`` is :func:`method_seed`."""
+    the data seed or the task's generator; ``ctx.seed`` is :func:`method_seed`. The method's reports go to
+    ``diagnostics`` (default: a fresh recorder, ``ctx.diagnostics``)."""
     sees_pool = track in (Track.T1, Track.T2)
     input_shape = data.space.input_shape
     return TrainContext(
@@ -111,19 +116,22 @@ def train_context(task: Task, data: Dataset, track: Track, seed: int, device: to
         val=_to(data.val, device) if track == Track.T2 and data.val is not None else None,
         space=data.space if track == Track.ORACLE else None,
         log=log,
+        diagnostics=diagnostics if diagnostics is not None else TrainDiagnostics(),
     )
 
 
 def fit_job(info: MethodInfo, hparams: dict[str, Any], task: Task, data: Dataset, seed: int, *,
             device: torch.device, log: Callable[[str], None] = lambda message: None,
-            fit: Fitter = fit_in_process) -> nn.Module:
+            fit: Fitter = fit_in_process, diagnostics: TrainDiagnostics | None = None) -> nn.Module:
     """Train the method on ``data`` (the draw of ``task`` for data seed ``seed``) exactly as a scored job does.
 
     Builds the track's :class:`TrainContext` (never the test split), calls ``fit`` and checks
-    that the result is a usable 2-logit model. Raises whatever ``fit`` raises, or
-    :class:`InvalidModel`.
+    that the result is a usable 2-logit model. What the method reports about its training is
+    recorded in ``diagnostics`` when given (every :data:`Fitter` fills ``ctx.diagnostics``:
+    in this process directly, an isolated one from the child's JSON answer). Raises whatever
+    ``fit`` raises, or :class:`InvalidModel`.
     """
-    model = fit(info, hparams, train_context(task, data, info.track, seed, device, log))
+    model = fit(info, hparams, train_context(task, data, info.track, seed, device, log, diagnostics))
     check_model(model, data.train.x[:8].to(device))
     return model
 
@@ -135,14 +143,17 @@ def run_job(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: int, *,
 
     ``fit`` runs the training step (:mod:`sbbench.isolation` runs it in a child process; the
     default, in this process, is for built-in methods and debugging); data, the model check and
-    the evaluation always happen here.
+    the evaluation always happen here. The method's training diagnostics
+    (:meth:`~sbbench.methods.base.TrainContext.report`) become the result's ``training``.
     """
     device = device or default_device()
     record = {**method_fields(info, hparams), "task": task.name, "task_hash": task.content_hash(), "seed": seed}
     started = time.perf_counter()
+    diagnostics = TrainDiagnostics()
     try:
         data = build_data(task, seed)
-        model = fit_job(info, hparams, task, data, seed, device=device, log=log, fit=fit)
+        model = fit_job(info, hparams, task, data, seed, device=device, log=log, fit=fit, diagnostics=diagnostics)
+        training = checked_diagnostics(diagnostics.values())
         trained = time.perf_counter()
         evaluation = evaluate_job(model, task, data, seed, device=device)
         metrics = evaluation.metrics
@@ -154,7 +165,7 @@ def run_job(info: MethodInfo, hparams: dict[str, Any], task: Task, seed: int, *,
                              f"the model's metrics are not finite: {', '.join(not_finite)} (its outputs are "
                              "probably NaN or infinite on some test inputs or batch sizes)",
                              time.perf_counter() - started)
-    return RunResult(**record, status="ok", metrics=metrics, profiles=evaluation.profiles,
+    return RunResult(**record, status="ok", metrics=metrics, profiles=evaluation.profiles, training=training,
                      train_seconds=trained - started, eval_seconds=time.perf_counter() - trained)
 
 

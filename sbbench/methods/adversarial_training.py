@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
+from sbbench.methods.base import HParams, Method, PenaltyMeter, Track, TrainContext, hparam
 from sbbench.metrics.adversarial import Norm, pgd_attack
 from sbbench.seeding import derive_seed
 
@@ -44,6 +45,27 @@ def adversarial_batch(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, eps
     return x + delta
 
 
+def clean_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """``mean_i CE(f(x_i), y_i)`` on the clean batch, in eval mode and without gradients (a 0-d tensor).
+
+    Eval mode, as the attack runs, so that normalisation statistics are not updated; the model's
+    mode is restored afterwards.
+    """
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return F.cross_entropy(model(x), y)
+    finally:
+        model.train(training)
+
+
+def perturbation_size(delta: Tensor, norm: Norm) -> Tensor:
+    """``(n,)`` norms of the per-example perturbations ``delta`` ``(n, ...)`` in ``norm`` (``"linf"`` or ``"l2"``)."""
+    flat = delta.detach().flatten(1)
+    return flat.abs().amax(dim=1) if norm == "linf" else torch.linalg.vector_norm(flat, dim=1)
+
+
 class _PGDAdversarialTraining(Method):
     """Shared body of the two variants: minimise the loss on PGD examples only.
 
@@ -56,7 +78,10 @@ class _PGDAdversarialTraining(Method):
     The running train accuracy of the stopping rule is the accuracy on the PGD examples, which
     rarely reaches the target, so training runs for ``max_epochs`` (default 10, capped by the
     task's budget) to keep a full suite affordable on a CPU.
-    Compute: about ``steps + 1`` times ERM per epoch.
+    Compute: about ``steps + 1`` times ERM per epoch, plus one clean forward pass per step for the
+    diagnostics: ``steps``, ``penalty_steps`` (every step), ``penalty_share`` (the mean share of the
+    training loss due to the perturbation, ``(CE(x') - CE(x)) / CE(x')`` for a positive increase)
+    and ``perturbation_radius`` (mean ``||delta|| / eps``).
     """
 
     norm: ClassVar[Norm]
@@ -67,17 +92,25 @@ class _PGDAdversarialTraining(Method):
         clamp = (ctx.train.x.min().item(), ctx.train.x.max().item())
         base_seed = derive_seed(ctx.seed, f"adv-train-{self.norm}")
         calls = 0
+        meter = PenaltyMeter()
+        radius_sum: Tensor | float = 0.0
 
         def objective(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            nonlocal calls
+            nonlocal calls, radius_sum
             x_adv = adversarial_batch(model, x, y, norm=self.norm, eps=hp.eps, steps=hp.steps,
                                       step_fraction=hp.step_fraction, clamp=clamp, seed=base_seed + calls)
             calls += 1
+            clean = clean_loss(model, x, y)
             logits = model(x_adv)
-            return F.cross_entropy(logits, y), logits
+            loss = F.cross_entropy(logits, y)
+            meter.acted(loss.detach() - clean, clean)
+            radius_sum = radius_sum + perturbation_size(x_adv - x, self.norm).mean() / hp.eps
+            return loss, logits
 
         config = ctx.budget.model_copy(update={"max_epochs": min(hp.max_epochs, ctx.budget.max_epochs)})
         model, _ = ctx.fit_model(objective=objective, config=config)
+        meter.report(ctx)
+        ctx.report("perturbation_radius", float(radius_sum) / meter.steps if meter.steps else 0.0)
         return model
 
 

@@ -9,8 +9,8 @@ side information the track allows and never the test sets.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from sbbench.data.dataset import LabeledSet
 from sbbench.data.features import FeatureSpace
+from sbbench.results import MAX_DIAGNOSTICS, DiagnosticError, diagnostic_value
 from sbbench.training import (
     Objective,
     TrainConfig,
@@ -65,6 +66,92 @@ def hparam(default: Any, *, low: float | None = None, high: float | None = None,
     return Field(default=default, description=description, json_schema_extra={"search": search} if search else None)
 
 
+class TrainDiagnostics:
+    """What a fit reports about its own training: short snake_case names mapped to finite floats.
+
+    A method fills it through :meth:`TrainContext.report`; the runner stores the values in the
+    job's :class:`~sbbench.results.RunResult` as ``training``. Reporting a name again replaces
+    its value. Names and values are checked when reported (:func:`sbbench.results.diagnostic_value`).
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, float] = {}
+
+    def report(self, name: str, value: float) -> None:
+        """Record ``value`` under ``name``; raises :class:`~sbbench.results.DiagnosticError` if either is invalid."""
+        number = diagnostic_value(name, value)
+        if name not in self._values and len(self._values) >= MAX_DIAGNOSTICS:
+            raise DiagnosticError(f"at most {MAX_DIAGNOSTICS} training diagnostics may be reported; {name!r} would be "
+                                  f"one more")
+        self._values[name] = number
+
+    def update(self, values: Mapping[str, float]) -> None:
+        """:meth:`report` every ``name -> value`` of ``values``."""
+        for name, value in values.items():
+            self.report(name, value)
+
+    def values(self) -> dict[str, float]:
+        """A copy of everything reported so far."""
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"TrainDiagnostics({self._values!r})"
+
+
+class PenaltyMeter:
+    """Counts a run's optimiser steps and measures how strongly a regulariser acted on them.
+
+    Call :meth:`acted` on every step on which the regulariser was part of the update, with the
+    penalty term and the loss it was added to, and :meth:`idle` for steps without it (warm-up,
+    stages or members trained without it); :meth:`report` then sends ``steps``,
+    ``penalty_steps`` and ``penalty_share`` to the context. The share of one step is
+    ``|penalty| / (|loss| + |penalty|)``, in ``[0, 1]``: the penalty's share of the objective's
+    magnitude (``|penalty| / |total loss|`` whenever both terms are non-negative).
+    ``penalty_share`` is its mean over the steps on which the regulariser acted (0 if none).
+    Shares are summed on the tensors' device and read once, in :meth:`report`, so metering
+    adds no synchronisation to the training loop.
+    """
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.penalty_steps = 0
+        self._share_sum: Tensor | float = 0.0
+
+    def acted(self, penalty: Tensor, loss: Tensor) -> None:
+        """One step on which the regulariser acted: ``penalty`` is its term, ``loss`` the rest of the objective."""
+        penalty, loss = penalty.detach().abs(), loss.detach().abs()
+        total = (loss + penalty).clamp_min(torch.finfo(penalty.dtype).tiny)
+        self.record(penalty / total)
+
+    def record(self, share: Tensor | float, steps: int = 1) -> None:
+        """``steps`` steps on which the regulariser acted, each with penalty share ``share`` (in ``[0, 1]``)."""
+        self.steps += steps
+        self.penalty_steps += steps
+        self._share_sum = self._share_sum + (share.detach() if isinstance(share, Tensor) else share) * steps
+
+    def idle(self, steps: int = 1) -> None:
+        """``steps`` optimiser steps without the regulariser."""
+        self.steps += steps
+
+    @property
+    def penalty_share(self) -> float:
+        """Mean share over the steps on which the regulariser acted; 0 when it never did."""
+        return float(self._share_sum) / self.penalty_steps if self.penalty_steps else 0.0
+
+    def report(self, ctx: TrainContext) -> None:
+        """Report ``steps``, ``penalty_steps`` and ``penalty_share`` to ``ctx``; log a line if it never acted."""
+        ctx.report("steps", self.steps)
+        ctx.report("penalty_steps", self.penalty_steps)
+        ctx.report("penalty_share", self.penalty_share)
+        if self.steps and not self.penalty_steps:
+            ctx.log(f"warning: the regulariser never acted in {self.steps} optimiser steps")
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch over ``n`` examples: ``ceil(n / batch_size)``."""
+    return -(-n // batch_size)
+
+
 @dataclass(frozen=True)
 class TrainContext:
     """Everything a method may see while training.
@@ -85,6 +172,8 @@ class TrainContext:
         val: the labeled decorrelated validation set (track T2), else ``None``.
         space: canonical coordinates and blocks, including which is S (oracle track only).
         log: progress messages.
+        diagnostics: what the fit reported about its training (:meth:`report`); the runner
+            stores it in the job's result.
     """
 
     train: LabeledSet
@@ -97,6 +186,25 @@ class TrainContext:
     val: LabeledSet | None = None
     space: FeatureSpace | None = None
     log: Callable[[str], None] = lambda message: None
+    diagnostics: TrainDiagnostics = field(default_factory=TrainDiagnostics)
+
+    def report(self, name: str, value: float) -> None:
+        """Report a training diagnostic: a finite number under a short snake_case name.
+
+        The values end up in the job's :class:`~sbbench.results.RunResult` as ``training``
+        (as JSON data: they cross the process boundary of an isolated fit with the model). A
+        regulariser reports at least ``steps``, ``penalty_steps`` and ``penalty_share``
+        (:class:`PenaltyMeter` does this). Reporting a name again replaces its value.
+
+        Args:
+            name: snake_case, a lowercase letter first, at most 40 characters (e.g. ``"penalty_share"``).
+            value: an int, a float or a one-element tensor (read with ``float``); finite.
+
+        Raises:
+            sbbench.results.DiagnosticError: a bad name, a value that is not a finite number, or
+                more than 64 names.
+        """
+        self.diagnostics.report(name, value)
 
     def fit_model(
         self,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
+from sbbench.methods.base import HParams, Method, PenaltyMeter, Track, TrainContext, hparam, steps_per_epoch
 
 
 class CMIDHParams(HParams):
@@ -76,7 +76,8 @@ class CMID(Method):
     within each class, i.e. from relying only on the features a linear model already finds.
     Defaults lambda 0.5 and scale 10 as recorded in our spec; ``cap`` is not given there, we
     chose 5 (check against the authors' code). Compute: ERM plus a linear model and one
-    linear forward per step.
+    linear forward per step. Reports ``steps`` (the simple model's and the backbone's),
+    ``penalty_steps`` (the backbone's) and ``penalty_share``, the CMI term's mean share of the loss.
     """
 
     name = "cmid"
@@ -89,9 +90,11 @@ class CMID(Method):
         simple = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(ctx.input_shape), 2)).to(ctx.device)
         simple_config = ctx.budget.model_copy(update={"max_epochs": hp.simple_epochs, "stop_train_acc": None,
                                                       "stop_train_loss": None})
-        ctx.fit_model(simple, config=simple_config)
+        _, simple_log = ctx.fit_model(simple, config=simple_config)
         simple.requires_grad_(False)
-        steps_per_epoch = math.ceil(len(ctx.train.y) / ctx.budget.batch_size)
+        epoch_steps = steps_per_epoch(len(ctx.train.y), ctx.budget.batch_size)
+        meter = PenaltyMeter()
+        meter.idle(simple_log.epochs * epoch_steps)
         steps = 0
 
         def objective(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,9 +103,12 @@ class CMID(Method):
             with torch.no_grad():
                 simple_probs = F.softmax(simple(x), dim=1)
             cmi = soft_conditional_mutual_information(F.softmax(logits, dim=1), simple_probs, y)
-            weight = cmi_weight(steps // steps_per_epoch, hp.lam, hp.scale, hp.cap)
+            weight = cmi_weight(steps // epoch_steps, hp.lam, hp.scale, hp.cap)
             steps += 1
-            return F.cross_entropy(logits, y) + weight * cmi.abs(), logits
+            ce, penalty = F.cross_entropy(logits, y), weight * cmi.abs()
+            meter.acted(penalty, ce)
+            return ce + penalty, logits
 
         model, _ = ctx.fit_model(objective=objective)
+        meter.report(ctx)
         return model

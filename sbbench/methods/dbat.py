@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
+from sbbench.methods.base import HParams, Method, PenaltyMeter, Track, TrainContext, hparam, steps_per_epoch
 from sbbench.methods.pool import PoolSampler, fixed_epochs, require_pool
 from sbbench.seeding import derive_seed
 from sbbench.training import Objective
@@ -53,6 +53,11 @@ def disagreement_loss(p_earlier: Tensor, p_new: Tensor, eps: float = EPS) -> Ten
     return -torch.log(disagree + eps).mean()
 
 
+def dbat_terms(logits: Tensor, y: Tensor, p_earlier: Tensor, p_new: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """The two terms of :func:`dbat_loss`: ``(CE(logits, y), alpha * disagreement_loss(p_earlier, p_new))``."""
+    return F.cross_entropy(logits, y), alpha * disagreement_loss(p_earlier, p_new)
+
+
 def dbat_loss(logits: Tensor, y: Tensor, p_earlier: Tensor, p_new: Tensor, alpha: float) -> Tensor:
     """The full D-BAT loss of model ``m``: ``CE(logits, y) + alpha * disagreement_loss(p_earlier, p_new)``.
 
@@ -63,7 +68,8 @@ def dbat_loss(logits: Tensor, y: Tensor, p_earlier: Tensor, p_new: Tensor, alpha
         p_new: ``(b',)`` class-1 probabilities of model ``m`` on the pool batch.
         alpha: weight of the disagreement term.
     """
-    return F.cross_entropy(logits, y) + alpha * disagreement_loss(p_earlier, p_new)
+    ce, disagreement = dbat_terms(logits, y, p_earlier, p_new, alpha)
+    return ce + disagreement
 
 
 class MeanEnsemble(nn.Module):
@@ -91,7 +97,11 @@ class DBATHParams(HParams):
 
 
 class DBAT(Method):
-    """D-BAT: each new model fits the labels and disagrees with the earlier ones on the unlabeled pool."""
+    """D-BAT: each new model fits the labels and disagrees with the earlier ones on the unlabeled pool.
+
+    Reports ``steps`` (all models'), ``penalty_steps`` (the later models') and ``penalty_share``,
+    the disagreement term's mean share of their loss.
+    """
 
     name = "d-bat"
     version = "1"
@@ -104,17 +114,24 @@ class DBAT(Method):
         if hp.models < 2 or hp.epochs < 1:
             raise ValueError(f"d-bat needs models >= 2 and epochs >= 1, got {hp.models} and {hp.epochs}")
         pool = require_pool(ctx.pool, self.name)
-        first, _ = ctx.fit_model()
+        meter = PenaltyMeter()
+        first, log = ctx.fit_model()
+        meter.idle(log.epochs * steps_per_epoch(len(ctx.train.y), ctx.budget.batch_size))
         members = [first.eval()]
         for m in range(1, hp.models):
             sample = PoolSampler(pool, ctx.budget.batch_size, derive_seed(ctx.seed, f"d-bat pool {m}"))
-            model, _ = ctx.fit_model(objective=self._objective(list(members), sample),
+            model, _ = ctx.fit_model(objective=self._objective(list(members), sample, meter),
                                      config=fixed_epochs(ctx.budget, hp.epochs))
             members.append(model.eval())
+        meter.report(ctx)
         return members[-1] if hp.output == "last" else MeanEnsemble(members)
 
-    def _objective(self, earlier: list[nn.Module], sample: PoolSampler) -> Objective:
-        """The minibatch loss of the next model: :func:`dbat_loss` against the frozen ``earlier`` models."""
+    def _objective(self, earlier: list[nn.Module], sample: PoolSampler, meter: PenaltyMeter | None = None
+                   ) -> Objective:
+        """The minibatch loss of the next model: :func:`dbat_loss` against the frozen ``earlier`` models.
+
+        ``meter``, when given, records the disagreement term's share of every step.
+        """
         alpha = self.hparams.alpha
 
         def objective(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -123,6 +140,9 @@ class DBAT(Method):
             with torch.no_grad():
                 p_earlier = torch.stack([member(x_pool).softmax(dim=1)[:, 1] for member in earlier])
             p_new = model(x_pool).softmax(dim=1)[:, 1]
-            return dbat_loss(logits, y, p_earlier, p_new, alpha), logits
+            ce, disagreement = dbat_terms(logits, y, p_earlier, p_new, alpha)
+            if meter is not None:
+                meter.acted(disagreement, ce)
+            return ce + disagreement, logits
 
         return objective

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sbbench.data.dataset import LabeledSet
-from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
+from sbbench.methods.base import HParams, Method, PenaltyMeter, Track, TrainContext, hparam
 from sbbench.methods.pool import PoolSampler, fixed_epochs, require_pool
 from sbbench.seeding import derive_seed
 
@@ -78,6 +78,15 @@ def marginal_kl(pool_probs: Tensor, train_probs: Tensor) -> Tensor:
     return (target * (torch.log(target + LOG_EPS) - torch.log(source + LOG_EPS))).sum(dim=1).mean()
 
 
+def divdis_terms(head_logits: Tensor, y: Tensor, pool_probs: Tensor, mi_weight: float,
+                 kl_weight: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The three terms of :func:`divdis_loss`: the summed cross-entropies, the weighted MI and the weighted KL."""
+    heads = head_logits.shape[1]
+    ce = F.cross_entropy(head_logits.reshape(-1, 2), y.repeat_interleave(heads), reduction="sum") / len(y)
+    return (ce, mi_weight * pairwise_mutual_information(pool_probs),
+            kl_weight * marginal_kl(pool_probs, head_logits.softmax(dim=-1)))
+
+
 def divdis_loss(head_logits: Tensor, y: Tensor, pool_probs: Tensor, mi_weight: float, kl_weight: float) -> Tensor:
     """The full DivDis loss of one step (module docstring).
 
@@ -90,10 +99,8 @@ def divdis_loss(head_logits: Tensor, y: Tensor, pool_probs: Tensor, mi_weight: f
         pool_probs: ``(b', H, 2)`` class probabilities of every head on the pool batch.
         mi_weight, kl_weight: weights of the two regularisers.
     """
-    heads = head_logits.shape[1]
-    ce = F.cross_entropy(head_logits.reshape(-1, 2), y.repeat_interleave(heads), reduction="sum") / len(y)
-    return (ce + mi_weight * pairwise_mutual_information(pool_probs)
-            + kl_weight * marginal_kl(pool_probs, head_logits.softmax(dim=-1)))
+    ce, mi, kl = divdis_terms(head_logits, y, pool_probs, mi_weight, kl_weight)
+    return ce + mi + kl
 
 
 def disagreement_scores(head_logits: Tensor) -> Tensor:
@@ -162,7 +169,11 @@ class DivDisHParams(HParams):
 
 
 class DivDis(Method):
-    """DivDis, T1: diverse heads on the unlabeled pool, the average of all heads returned."""
+    """DivDis, T1: diverse heads on the unlabeled pool, the average of all heads returned.
+
+    Reports ``steps``, ``penalty_steps`` (every step) and ``penalty_share``, the mean share of the
+    mutual-information and KL terms in the loss.
+    """
 
     name = "divdis"
     version = "1"
@@ -186,13 +197,17 @@ class DivDis(Method):
             feature_dim = backbone.eval().features(ctx.train.x[:2]).shape[1]
         model = MultiHead(backbone, feature_dim, hp.heads).to(ctx.device)
         sample = PoolSampler(pool, ctx.budget.batch_size, derive_seed(ctx.seed, "divdis pool"))
+        meter = PenaltyMeter()
 
         def objective(model: MultiHead, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             logits = model.head_logits(x)  # (b, H, 2)
             pool_probs = model.head_logits(sample()).softmax(dim=-1)
-            return divdis_loss(logits, y, pool_probs, hp.mi_weight, hp.kl_weight), logits.mean(dim=1)
+            ce, mi, kl = divdis_terms(logits, y, pool_probs, hp.mi_weight, hp.kl_weight)
+            meter.acted(mi + kl, ce)
+            return ce + mi + kl, logits.mean(dim=1)
 
         model, _ = ctx.fit_model(model, objective, config=fixed_epochs(ctx.budget, hp.epochs))
+        meter.report(ctx)
         return model
 
 

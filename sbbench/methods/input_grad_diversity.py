@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
+from sbbench.methods.base import HParams, Method, PenaltyMeter, Track, TrainContext, hparam
 from sbbench.methods.ensemble import LogitAverage
 
 
@@ -81,6 +81,8 @@ class InputGradientDiversity(Method):
     (the true class here, following our spec) and whether the cosine is squared could not be
     confirmed from the paper text available to us, hence the ``similarity`` option.
     Compute: about ``3 M`` times ERM per step (forward, input gradient, double backward).
+    Reports ``steps``, ``penalty_steps`` and ``penalty_share``, the diversity term's mean share
+    ``|P| / (sum CE + |P|)``.
     """
 
     name = "input-grad-diversity"
@@ -91,12 +93,15 @@ class InputGradientDiversity(Method):
     def fit(self, ctx: TrainContext) -> nn.Module:
         hp = self.hparams
         ensemble = LogitAverage([ctx.make_backbone() for _ in range(hp.models)])
+        meter = PenaltyMeter()
 
         def objective(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             logits, grads = true_class_input_gradients(list(model.members), x, y)
             ce = sum(F.cross_entropy(out, y) for out in logits)
-            loss = ce + hp.lam * gradient_similarity_penalty(grads, squared=hp.similarity == "cos2")
-            return loss, torch.stack(logits).mean(dim=0)
+            penalty = hp.lam * gradient_similarity_penalty(grads, squared=hp.similarity == "cos2")
+            meter.acted(penalty, ce)
+            return ce + penalty, torch.stack(logits).mean(dim=0)
 
         model, _ = ctx.fit_model(ensemble, objective=objective)
+        meter.report(ctx)
         return model

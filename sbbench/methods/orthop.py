@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
+from sbbench.methods.base import HParams, Method, PenaltyMeter, Track, TrainContext, hparam, steps_per_epoch
 from sbbench.methods.ensemble import LogitAverage, member_seed
 
 
@@ -74,6 +74,12 @@ def extend_basis(basis: Tensor, weight_change: Tensor, rank: int) -> Tensor:
     return q
 
 
+def removed_energy(x: Tensor, projected: Tensor) -> float:
+    """``sum ||x - P x||^2 / sum ||x||^2`` over the rows: the share of the inputs' energy the projection removes."""
+    removed = (x - projected).flatten(1).pow(2).sum(dtype=torch.float64)
+    return float(removed / x.flatten(1).pow(2).sum(dtype=torch.float64).clamp_min(torch.finfo(torch.float64).tiny))
+
+
 def orthogonal_projector(basis: Tensor) -> Tensor:
     """``P = I - B B^T``, the ``(D, D)`` projector onto the orthogonal complement of the columns of ``B``."""
     return torch.eye(basis.shape[0], dtype=basis.dtype, device=basis.device) - basis @ basis.T
@@ -98,7 +104,9 @@ class OrthoP(Method):
     where the two coincide, while the default PyTorch initialisation is full rank and would
     dominate the singular spectrum. On LMS-5, S is a single direction, so ``rank = 1``.
     Needs a backbone whose first layer is linear on the flattened input. Compute: ``models``
-    times ERM plus one SVD per model.
+    times ERM plus one SVD per model. Reports ``steps`` (all members'), ``penalty_steps`` (the
+    members trained on projected inputs) and ``penalty_share``, the mean share of the training
+    inputs' energy their projection removes (:func:`removed_energy`).
     """
 
     name = "orthop"
@@ -110,6 +118,8 @@ class OrthoP(Method):
         dims = math.prod(ctx.input_shape)
         basis = torch.zeros(dims, 0, device=ctx.device)
         members = []
+        meter = PenaltyMeter()
+        epoch_steps = steps_per_epoch(len(ctx.train.y), ctx.budget.batch_size)
         for index in range(self.hparams.models):
             projector = orthogonal_projector(basis)
             seed = member_seed(ctx.seed, index)
@@ -118,9 +128,14 @@ class OrthoP(Method):
             initial = first_layer_weight(wrapped.model, dims).detach().clone()
             with torch.no_grad():
                 x = wrapped.project(ctx.train.x)
-            ctx.fit_model(wrapped.model, x=x, seed=seed)
+            _, log = ctx.fit_model(wrapped.model, x=x, seed=seed)
+            if basis.shape[1]:
+                meter.record(removed_energy(ctx.train.x, x), steps=log.epochs * epoch_steps)
+            else:
+                meter.idle(log.epochs * epoch_steps)
             members.append(wrapped)
             if index + 1 < self.hparams.models:
                 change = first_layer_weight(wrapped.model, dims).detach() - initial
                 basis = extend_basis(basis, change, self.hparams.rank)
+        meter.report(ctx)
         return LogitAverage(members).eval()

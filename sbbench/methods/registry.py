@@ -63,6 +63,10 @@ BUILTIN_METHODS: dict[str, str] = {
     "orthop": "sbbench.methods.orthop:OrthoP",
     "cmid": "sbbench.methods.cmid:CMID",
     "sifer": "sbbench.methods.sifer:SiFeR",
+    "dfr": "sbbench.methods.dfr:DFR",
+    "jtt": "sbbench.methods.jtt:JTT",
+    "lff": "sbbench.methods.lff:LfF",
+    "group-dro": "sbbench.methods.group_dro:GroupDRO",
 }
 """Registry name -> ``module:Class``; each class's ``name`` must equal its key."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
+from sbbench.methods.base import HParams, Method, PenaltyMeter, Track, TrainContext, hparam
 from sbbench.training import Objective, Update, cross_entropy_objective
 
 
@@ -28,12 +28,15 @@ def sam_perturbation(grads: list[Tensor], rho: float) -> list[Tensor]:
     return [g * scale for g in grads]
 
 
-def sam_update(rho: float, objective: Objective = cross_entropy_objective) -> Update:
+def sam_update(rho: float, objective: Objective = cross_entropy_objective, meter: PenaltyMeter | None = None
+               ) -> Update:
     """The SAM step as an :class:`~sbbench.training.Update`.
 
     With ``g = grad L(w)`` on the minibatch: ``e = rho g / ||g||``, then the optimiser steps
     with ``grad L(w + e)`` from the original weights ``w``. Returns the loss and logits at ``w``
     (what the running statistics report). Two forward and backward passes per step.
+    ``meter``, when given, counts every step as one on which SAM acted, with the sharpness term
+    ``L(w + e) - L(w)`` as its penalty on top of ``L(w)``.
     """
 
     def update(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -46,6 +49,8 @@ def sam_update(rho: float, objective: Objective = cross_entropy_objective) -> Up
             for p, e in zip(params, perturbation, strict=True):
                 p.add_(e)
         sharp_loss, _ = objective(model, x, y)
+        if meter is not None:
+            meter.acted(sharp_loss.detach() - loss.detach(), loss)
         optimizer.zero_grad(set_to_none=True)
         sharp_loss.backward()
         with torch.no_grad():
@@ -64,7 +69,9 @@ class SAM(Method):
     ``e = rho g / ||g||_2`` (norm over all parameters together), then the task's optimiser
     steps with ``grad L(w + e)`` applied at ``w``. Springer et al. argue that SAM learns
     features more uniformly than SGD (they study CIFAR-MNIST); rho 0.05 is the usual default
-    (Foret et al.'s CIFAR value). Compute: 2x ERM per epoch.
+    (Foret et al.'s CIFAR value). Compute: 2x ERM per epoch. Reports ``steps``,
+    ``penalty_steps`` (every step) and ``penalty_share``, the mean share of the sharpness term
+    ``L(w + e) - L(w)`` in ``L(w + e)`` (:class:`~sbbench.methods.base.PenaltyMeter`).
     """
 
     name = "sam"
@@ -73,5 +80,7 @@ class SAM(Method):
     HParams = SAMHParams
 
     def fit(self, ctx: TrainContext) -> nn.Module:
-        model, _ = ctx.fit_model(update=sam_update(self.hparams.rho))
+        meter = PenaltyMeter()
+        model, _ = ctx.fit_model(update=sam_update(self.hparams.rho, meter=meter))
+        meter.report(ctx)
         return model

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
+from sbbench.methods.base import HParams, Method, PenaltyMeter, Track, TrainContext, hparam
 from sbbench.models import FCN
 from sbbench.training import Update
 
@@ -42,10 +42,24 @@ def forget_step(model: nn.Module, aux_head: nn.Module, optimizer: torch.optim.Op
     return loss.detach()
 
 
+def parameter_distance(params: list[Tensor], reference: list[Tensor]) -> Tensor:
+    """``||params - reference||_2`` over all tensors together (a 0-d tensor)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach() - r)
+                                                 for p, r in zip(params, reference, strict=True)]))
+
+
 def sieve_update(aux_head: nn.Module, aux_optimizer: torch.optim.Optimizer,
-                 forget_optimizer: torch.optim.Optimizer, forget_every: int) -> Update:
-    """The SiFeR step: learn the auxiliary head, every ``forget_every`` steps forget, then the main CE step."""
+                 forget_optimizer: torch.optim.Optimizer, forget_every: int,
+                 meter: PenaltyMeter | None = None) -> Update:
+    """The SiFeR step: learn the auxiliary head, every ``forget_every`` steps forget, then the main CE step.
+
+    ``meter``, when given, counts the steps with a forget step as steps on which the sieve
+    acted, with share ``||d_forget|| / (||d_forget|| + ||d_main||)``: how far the forget step
+    moved the early layers' parameters, relative to that plus how far the main step then moved
+    them. Steps without a forget step are idle.
+    """
     steps = 0
+    early = [p for group in forget_optimizer.param_groups for p in group["params"]]
 
     def update(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         nonlocal steps
@@ -54,13 +68,23 @@ def sieve_update(aux_head: nn.Module, aux_optimizer: torch.optim.Optimizer,
         aux_optimizer.zero_grad(set_to_none=True)
         aux_loss.backward()
         aux_optimizer.step()
-        if steps % forget_every == 0:
+        forgets = steps % forget_every == 0
+        if forgets:
+            before = [p.detach().clone() for p in early] if meter is not None else []
             forget_step(model, aux_head, forget_optimizer, x)
+            between = [p.detach().clone() for p in early] if meter is not None else []
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if meter is not None:
+            if forgets:
+                forget_move = parameter_distance(between, before)
+                main_move = parameter_distance(early, between)
+                meter.record(forget_move / (forget_move + main_move).clamp_min(torch.finfo(forget_move.dtype).tiny))
+            else:
+                meter.idle()
         return loss.detach(), logits.detach()
 
     return update
@@ -82,7 +106,9 @@ class SiFeR(Method):
     are thus sieved out of the early representation, leaving later layers to build on others.
     Defaults follow our spec's record of the paper (aux head depth 2 and width 256, aux and
     forget lr 1e-2, forget every 5 steps). Needs the backbone hook ``early_layers`` /
-    ``early_features``. Compute: about 1.5x ERM per step with the defaults.
+    ``early_features``. Compute: about 1.5x ERM per step with the defaults. Reports ``steps``,
+    ``penalty_steps`` (steps with a forget step) and ``penalty_share`` (the forget step's share of
+    the early layers' movement, :func:`sieve_update`).
     """
 
     name = "sifer"
@@ -98,6 +124,8 @@ class SiFeR(Method):
         aux_head = FCN(early_width, hp.aux_width, hp.aux_depth).to(ctx.device)
         aux_optimizer = torch.optim.SGD(aux_head.parameters(), lr=hp.aux_lr)
         forget_optimizer = torch.optim.SGD(model.early_layers.parameters(), lr=hp.forget_lr)
-        update = sieve_update(aux_head, aux_optimizer, forget_optimizer, hp.forget_every)
+        meter = PenaltyMeter()
+        update = sieve_update(aux_head, aux_optimizer, forget_optimizer, hp.forget_every, meter)
         model, _ = ctx.fit_model(model, update=update)
+        meter.report(ctx)
         return model
