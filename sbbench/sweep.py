@@ -1,6 +1,7 @@
 """Seeded random hyperparameter search, with a selection rule that never reads a test set.
 
-A sweep of ``K`` trials on a suite:
+The protocol (``docs/sweep.md``): a sweep of ``K`` trials (:data:`DEFAULT_TRIALS` = 8 by
+default; an entry is ``tuned`` only when ``K >= 8``, ``exploratory`` below) on a suite:
 
 1. **Draws.** Trial 0 is the method's defaults; trials ``1 .. K-1`` draw every hyperparameter
    that declares a search range (``hparam(low=, high=, log=)`` or ``hparam(choices=)``)
@@ -17,23 +18,28 @@ A sweep of ``K`` trials on a suite:
    is a job (:class:`~sbbench.executors.JobSpec` with a ``holdout``) run by the same executors
    as a score: by default ``fit`` runs in an isolated child process under the suite's time and
    memory limits (:mod:`sbbench.isolation`), and a failure is a failed result with its reason.
-3. **Selection data**, by the method's track (:mod:`sbbench.selection`):
+3. **Selection value**, by the method's track (:mod:`sbbench.selection`):
 
-   * T0, T1 and oracle: a held-out share (``holdout``, default 20%) of the *training split*,
-     carved inside the job with a seeded permutation; the method trains on the rest.
-   * T2: the labeled decorrelated validation set the track already grants (the method trains
-     on the whole training split, as when scored).
+   * T0 and T1: accuracy on a held-out share (``holdout``, default 20%) of the *training
+     split*, carved inside the job with a seeded permutation; the method trains on the rest.
+   * T2 and oracle: worst-group accuracy on the labeled decorrelated validation set with S
+     permuted across its rows (groups: label x "S came from a row of the same label"), computed
+     by the harness; the method trains on the whole training split, as when scored. A task
+     without a validation set is refused before anything trains.
 
    The test split is never read: a trial builds its training context from the training split,
    pool and validation set only, and scores on the selection set.
-4. **Choice.** The trial with the highest selection accuracy, averaged over the suite's tasks,
+4. **Choice.** The trial with the highest selection value, averaged over the suite's tasks,
    wins; a failed trial never wins; ties go to the lowest trial index (the defaults first).
 5. The chosen setting is then scored over the suite's own seeds with the normal
-   :func:`sbbench.scoring.score` path, and the entry records the search in ``hparams_source``.
+   :func:`sbbench.scoring.score` path, and the entry records the search: every trial in its
+   :class:`~sbbench.leaderboard.entry.Tuning` record (:func:`tuning_record`), and a summary in
+   ``hparams_source``.
 
 Trials are cached in the result cache like scored jobs, under keys of their own
 (:meth:`sbbench.executors.JobSpec.key`), so an interrupted sweep reruns only the trials that
-are missing or failed.
+are missing or failed (or whose cached result lacks the rule's metric: a T2 trial cached
+before the worst-group rule).
 """
 
 from __future__ import annotations
@@ -48,17 +54,30 @@ import numpy as np
 from sbbench.cache import ResultCache
 from sbbench.executors import Batch, JobSpec, execute
 from sbbench.isolation import Limits
+from sbbench.leaderboard.entry import MIN_TUNED_TRIALS, TrialRecord, TrialTask, Tuning, sweep_status
+from sbbench.methods.base import Track
 from sbbench.methods.registry import HParamsError, MethodInfo
 from sbbench.results import RunResult
 from sbbench.seeding import derive_seed
-from sbbench.selection import SELECTION_METRIC, selection_rule
+from sbbench.selection import (
+    SELECTION_ACC,
+    SELECTION_METRIC,
+    SELECTION_WGA,
+    selection_metric,
+    selection_rule,
+    uses_validation,
+)
 from sbbench.suite import Suite
 
 TRIAL_SEED_BASE = 10_000
 """Trials train at seed ``TRIAL_SEED_BASE + sweep seed``, outside every suite's scoring seeds."""
 
-__all__ = ["SELECTION_METRIC", "TRIAL_SEED_BASE", "SweepOutcome", "Trial", "draw_hparams", "run_sweep",
-           "search_space", "select_trial", "selection_rule", "trial_jobs", "trial_seed"]
+DEFAULT_TRIALS = MIN_TUNED_TRIALS
+"""The protocol's K (``sbbench sweep --trials``): 8, the fewest trials that make an entry ``tuned``."""
+
+__all__ = ["DEFAULT_TRIALS", "SELECTION_ACC", "SELECTION_METRIC", "SELECTION_WGA", "TRIAL_SEED_BASE",
+           "SweepOutcome", "Trial", "check_selection_data", "draw_hparams", "run_sweep", "search_space",
+           "select_trial", "selection_rule", "trial_jobs", "trial_seed", "tuning_record"]
 
 
 def search_space(info: MethodInfo) -> dict[str, dict[str, Any]]:
@@ -118,11 +137,16 @@ def trial_seed(seed: int) -> int:
 
 @dataclass(frozen=True)
 class Trial:
-    """One setting's trial results over the suite's tasks and its selection score."""
+    """One setting's trial results over the suite's tasks and its selection score.
+
+    ``metric`` is the results' selection metric (:func:`sbbench.selection.selection_metric` of
+    the method's track).
+    """
 
     index: int
     hparams: dict[str, Any]
     results: list[RunResult]
+    metric: str = SELECTION_ACC
 
     @property
     def failed(self) -> bool:
@@ -131,10 +155,10 @@ class Trial:
 
     @property
     def score(self) -> float:
-        """Mean over tasks of ``selection_acc``; ``-inf`` when any task failed."""
+        """Mean over tasks of the selection metric; ``-inf`` when any task failed."""
         if self.failed:
             return -math.inf
-        return float(np.mean([r.metrics[SELECTION_METRIC] for r in self.results]))
+        return float(np.mean([r.metrics[self.metric] for r in self.results]))
 
 
 def select_trial(trials: list[Trial]) -> Trial:
@@ -151,11 +175,12 @@ def select_trial(trials: list[Trial]) -> Trial:
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    """Every trial, the chosen one, the ``hparams_source`` text describing the search, and the job counts.
+    """Every trial, the chosen one, the entry's record of the search, and the job counts.
 
-    ``best`` is ``None`` (and ``source`` empty) when every trial failed. ``jobs`` counts the
-    distinct trial jobs (trials that drew the same setting share theirs), ``reused`` those taken
-    from the cache.
+    ``source`` is the ``hparams_source`` text describing the search and ``tuning`` the entry's
+    structured record of it; ``best`` and ``tuning`` are ``None`` (and ``source`` empty) when
+    every trial failed. ``jobs`` counts the distinct trial jobs (trials that drew the same
+    setting share theirs), ``reused`` those taken from the cache.
     """
 
     trials: list[Trial]
@@ -163,6 +188,40 @@ class SweepOutcome:
     source: str
     jobs: int = 0
     reused: int = 0
+    tuning: Tuning | None = None
+
+
+def tuning_record(trials: list[Trial], best: Trial, track: Track, seed: int, holdout: float) -> Tuning:
+    """The entry's :class:`~sbbench.leaderboard.entry.Tuning` record of a sweep whose choice is ``best``.
+
+    Status ``tuned`` when ``len(trials) >= 8`` (failed trials count), else ``exploratory``; every
+    trial with its hyperparameters, its selection value per task and its mean over tasks (``None``
+    when failed), and the error of each failed task. ``holdout`` is recorded only for the tracks
+    whose rule uses it (T0, T1).
+    """
+    records = []
+    for trial in trials:
+        tasks = [TrialTask(task=r.task, status=r.status, error=r.error,
+                           value=r.metrics.get(trial.metric) if r.status == "ok" else None) for r in trial.results]
+        records.append(TrialRecord(index=trial.index, hparams=trial.hparams, status="failed" if trial.failed else "ok",
+                                   value=None if trial.failed else trial.score, tasks=tasks))
+    return Tuning(status=sweep_status(len(trials)), rule=selection_rule(track, holdout) + ", mean over tasks",
+                  metric=selection_metric(track), k=len(trials), sweep_seed=seed, trial_seed=trial_seed(seed),
+                  holdout=None if uses_validation(track) else holdout, chosen=best.index, trials=records)
+
+
+def check_selection_data(info: MethodInfo, suite: Suite) -> None:
+    """Refuse, before anything trains, a T2 or oracle sweep on a suite with a task that has no validation set.
+
+    Raises ``ValueError`` naming the tasks.
+    """
+    if not uses_validation(info.track):
+        return
+    missing = [task.name for task in suite.tasks if task.data.n_val == 0]
+    if missing:
+        raise ValueError(f"a {info.track.value} sweep selects by worst-group accuracy on each task's labeled "
+                         f"decorrelated validation set, but {', '.join(missing)} of suite {suite.label} has none "
+                         "(n_val = 0): sweep on a suite whose tasks have one")
 
 
 def trial_jobs(info: MethodInfo, suite: Suite, draws: list[dict[str, Any]], seed: int,
@@ -194,9 +253,14 @@ def run_sweep(info: MethodInfo, suite: Suite, trials: int, seed: int, *, cache: 
     found in ``cache`` with status ok are reused; the others run and are stored as they finish.
     ``on_result(result, reused)`` is called once per distinct trial job, ``on_trial(trial, reused)``
     once per trial when its last task is in (``reused``: every task of it came from the cache).
-    Raises :class:`~sbbench.methods.registry.HParamsError` for a drawn setting the method refuses
-    and :class:`sbbench.executors.ClusterError` when a Dask executor cannot start.
+    A cached trial result is reused only when it holds the track's selection metric.
+    Raises :class:`~sbbench.methods.registry.HParamsError` for a drawn setting the method refuses,
+    ``ValueError`` for a T2 or oracle sweep on a task without a validation set
+    (:func:`check_selection_data`) and :class:`sbbench.executors.ClusterError` when a Dask
+    executor cannot start.
     """
+    check_selection_data(info, suite)
+    metric = selection_metric(info.track)
     draws = draw_hparams(info, trials, seed)
     jobs = trial_jobs(info, suite, draws, seed, holdout)
     keys_of = {index: [key for key, (_, indices) in jobs.items() if index in indices] for index in range(trials)}
@@ -211,12 +275,13 @@ def run_sweep(info: MethodInfo, suite: Suite, trials: int, seed: int, *, cache: 
         on_result(result, reused)
         for index in jobs[key][1]:
             if index not in done and all(k in results for k in keys_of[index]):
-                done[index] = Trial(index=index, hparams=draws[index], results=[results[k] for k in keys_of[index]])
+                done[index] = Trial(index=index, hparams=draws[index], results=[results[k] for k in keys_of[index]],
+                                    metric=metric)
                 on_trial(done[index], not ran.intersection(keys_of[index]))
 
     for key in jobs:
         cached = cache.load(key)
-        if cached is not None and cached.status == "ok":
+        if cached is not None and cached.status == "ok" and metric in cached.metrics:
             arrived(key, cached, True)
     reused = len(results)
     pending = [(key, job) for key, (job, _) in jobs.items() if key not in results]
@@ -233,4 +298,5 @@ def run_sweep(info: MethodInfo, suite: Suite, trials: int, seed: int, *, cache: 
               f"seed {seed}; each trial trained once per task at seed {trial_seed(seed)}; selected by "
               f"{selection_rule(info.track, holdout)}, mean over tasks; chosen: trial {best.index} "
               f"({best.score:.4f})")
-    return SweepOutcome(trials=ordered, best=best, source=source, jobs=len(jobs), reused=reused)
+    return SweepOutcome(trials=ordered, best=best, source=source, jobs=len(jobs), reused=reused,
+                        tuning=tuning_record(ordered, best, info.track, seed, holdout))

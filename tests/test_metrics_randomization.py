@@ -13,6 +13,7 @@ from sbbench.metrics import (
     block_randomized_metrics,
     block_swapped_accuracy,
     coordinate_dependence,
+    donor_block_worst_group,
     randomize_block,
     swap_block,
 )
@@ -197,3 +198,31 @@ def test_worst_group_accuracy_is_the_worst_of_the_four_label_agreement_groups() 
     assert 0.7 < metrics["acc"] < 0.8  # the other three groups are right: about 3/4
     plain = block_randomized_metrics(WrongOnDisagreeingOnes(), x, y, space, "S", repeats=3, seed=1)
     assert "wga" not in plain and plain["acc"] == metrics["acc"]
+
+
+def decorrelated(x: Tensor, space: FeatureSpace, seed: int) -> Tensor:
+    """``x`` with its S block shuffled once: S says nothing about the labels (a decorrelated validation set)."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    z = space.to_canonical(x).clone()
+    z[:, 0] = z[order, 0]
+    return space.from_canonical(z)
+
+
+@SETTINGS
+@given(st.integers(0, 2**31 - 1))
+def test_donor_worst_group_accuracy_on_a_decorrelated_set_is_zero_for_s_alone_and_full_for_sc(seed: int) -> None:
+    every_x, every_y, space = toy(n=2200, seed=seed % 1000)
+    x, y = every_x[:2000], every_y[:2000]
+    val_x, val_y = decorrelated(every_x[2000:], space, seed), every_y[2000:]
+    only_s, only_sc = CanonicalLinear(space, [1.0, 0, 0, 0]), CanonicalLinear(space, [0, 1.0, 1.0, 1.0])
+    assert donor_block_worst_group(only_s, val_x, val_y, x, y, space, "S", repeats=2, seed=seed) == 0.0
+    assert donor_block_worst_group(only_sc, val_x, val_y, x, y, space, "S", repeats=2, seed=seed) == 1.0
+    # the permutation rule cannot see it on such a set: S-alone sits near chance in every group
+    permuted = block_randomized_metrics(only_s, val_x, val_y, space, "S", repeats=2, seed=seed, worst_group=True)
+    assert permuted["wga"] > 0.2
+
+
+def test_donor_worst_group_accuracy_refuses_donor_labels_of_the_wrong_length() -> None:
+    x, y, space = toy(n=40)
+    with pytest.raises(ValueError):
+        donor_block_worst_group(CanonicalLinear(space, [1.0, 0, 0, 0]), x, y, x, y[:10], space, "S")

@@ -21,9 +21,11 @@ from sbbench.leaderboard.store import load_entries
 from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
 from sbbench.methods.registry import MethodInfo, resolve_method
 from sbbench.metrics.classification import accuracy, predict_logits
+from sbbench.metrics.randomization import donor_block_worst_group
 from sbbench.results import RunResult
 from sbbench.runner import build_data, fit_in_process, method_seed
-from sbbench.selection import SELECTION_METRIC, run_trial, selection_split
+from sbbench.seeding import derive_seed
+from sbbench.selection import SELECTION_METRIC, SELECTION_WGA, run_trial, selection_split
 from sbbench.suite import Suite
 from sbbench.sweep import Trial, draw_hparams, search_space, select_trial, trial_seed
 from sbbench.tasks import Task
@@ -110,9 +112,10 @@ def test_t1_selection_split_carves_the_training_split_only(tiny_task: Task) -> N
     assert torch.equal(again.train.x, fit.train.x)
 
 
-def test_t2_selection_set_is_the_validation_set(tiny_task: Task) -> None:
+@pytest.mark.parametrize("track", [Track.T2, Track.ORACLE])
+def test_t2_and_oracle_selection_set_is_the_validation_set(track: Track, tiny_task: Task) -> None:
     data = poisoned(build_data(tiny_task, 0))
-    fit, selection = selection_split(data, Track.T2, seed=3, holdout=0.25)
+    fit, selection = selection_split(data, track, seed=3, holdout=0.25)
     assert fit.train is data.train and selection is data.val
 
 
@@ -128,7 +131,14 @@ def test_a_trial_never_reads_the_test_split_and_scores_the_selection_set(
     torch.manual_seed(method_seed(trial_seed(0)))  # what the method sees as ctx.seed
     model = nn.Linear(clean.space.input_shape[0], 2)
     _, expected_set = selection_split(clean, cls.track, trial_seed(0), 0.2)
-    assert result.metrics == {SELECTION_METRIC: accuracy(predict_logits(model, expected_set.x), expected_set.y)}
+    if cls.track == Track.T2:  # worst-group accuracy on the validation set, S permuted
+        assert expected_set is clean.val
+        expected = {SELECTION_WGA: donor_block_worst_group(
+            model, expected_set.x, expected_set.y, clean.train.x, clean.train.y, clean.space, "S", repeats=5,
+            seed=derive_seed(trial_seed(0), "sweep selection wga"))}
+    else:
+        expected = {SELECTION_METRIC: accuracy(predict_logits(model, expected_set.x), expected_set.y)}
+    assert result.metrics == expected
 
 
 def _trial(index: int, accs: list[float | None]) -> Trial:
@@ -183,6 +193,11 @@ def test_tiny_sweep_end_to_end_through_the_cli(tiny_suite: Suite, tmp_path: Path
     assert card.name == "d-bat" and card.track == "T1"
     assert card.hparams_source.startswith("random search, 2 trials")
     assert card.hparams in draw_hparams(resolve_method("d-bat", submissions_dir=None), 2, seed=0)
+    tuning = loaded.entry.tuning  # two trials: below the protocol's K = 8, so exploratory
+    assert (tuning.label, tuning.metric, tuning.holdout, tuning.trial_seed) == ("exploratory (K=2)", SELECTION_METRIC,
+                                                                                0.2, trial_seed(0))
+    assert [t.hparams for t in tuning.trials] == draw_hparams(resolve_method("d-bat", submissions_dir=None), 2, 0)
+    assert tuning.trials[tuning.chosen].hparams == card.hparams and all(t.value is not None for t in tuning.trials)
     assert sorted(r.seed for r in loaded.entry.runs) == list(tiny_suite.seeds)
     assert all(r.status == "ok" and "s_rand_auc" in r.metrics for r in loaded.entry.runs)
 

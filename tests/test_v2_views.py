@@ -128,9 +128,9 @@ def test_every_table_of_a_worst_group_suite_has_the_guard_and_the_summary_column
     assert summary_columns(V2) == summary and summary_columns(SYNTHETIC_V1) == []
     frame = leaderboard_frame(loaded(board), V2)
     head = ["method", "track", "status", "score", GUARD, *summary]
-    assert list(frame.columns[:10]) == head and frame.columns[-1] == "seeds"
+    assert list(frame.columns[:10]) == head and list(frame.columns[-2:]) == ["seeds", "hparams"]
     assert "noisy-lms7/acc" in frame.columns, "per-task detail stays in the frame (CSV, JSON, --wide)"
-    assert list(summary_frame(frame, V2).columns) == [*head, "seeds"]
+    assert list(summary_frame(frame, V2).columns) == [*head, "seeds", "hparams"]
     erm = next(item.entry for item in loaded(board) if item.entry.method.name == "erm")
     row = frame.set_index("method").loc["erm"]
     stated = {t.name: f"adv_acc_{t.metrics.summary_attack}" for t in V2.tasks}
@@ -257,10 +257,12 @@ def test_the_hub_card_and_tables_mark_the_superseded_suite_and_carry_the_guard(b
 def test_suites_command_lists_superseded_suites_marked(tmp_path: Path) -> None:
     done = sbbench("suites", cwd=tmp_path, columns=200)
     assert done.returncode == 0, done.stderr
-    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if line.count("│") > 3}
-    assert set(rows) >= {"synthetic-v2", "synthetic-v1", "smoke-v1"}
-    assert "superseded" in rows["synthetic-v1"] and "current" in rows["synthetic-v2"]
-    assert "worst-group" in rows["synthetic-v2"]
+    lines = done.stdout.splitlines()
+    rows = {line.split()[0]: (line, lines[i + 1]) for i, line in enumerate(lines[:-1]) if line.strip()
+            and line.startswith(" ") and "-v" in line.split()[0]}
+    assert set(rows) >= {"synthetic-v2", "synthetic-v1", "smoke-v1", "images-v2", "images-v1"}
+    assert rows["synthetic-v1"][1].strip() == "(superseded)" and rows["images-v1"][1].strip() == "(superseded)"
+    assert "(superseded)" not in rows["synthetic-v2"][1] and "worst-group" in rows["synthetic-v2"][0]
     assert "synthetic-v1 is superseded by synthetic-v2" in done.stdout
 
 

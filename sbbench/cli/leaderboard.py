@@ -26,6 +26,7 @@ from sbbench.headline import ACCURACY_GUARD, CHANCE_ACCURACY
 from sbbench.leaderboard.entry import LoadedEntry
 from sbbench.leaderboard.render import (
     GUARD,
+    HPARAMS,
     STATED_ADVERSARIAL,
     is_worst_group,
     leaderboard_frame,
@@ -71,7 +72,9 @@ def leaderboard_command(
     """Show the leaderboard of a suite.
 
     The terminal table shows the score and the mean over tasks of a few metrics (and, for a
-    worst-group suite, the guard); `--metrics` or `--wide` show per-task columns. A superseded
+    worst-group suite, the guard); `--metrics` or `--wide` show per-task columns. The last
+    column, hparams (hp in the terminal, in short form), says how the hyperparameters were chosen:
+    default, given, tuned (K=n) by a sweep of n >= 8 trials, or exploratory (K=n). A superseded
     suite is marked as such.
     """
     if ctx.invoked_subcommand is not None:
@@ -104,18 +107,24 @@ def leaderboard_command(
 def _print_table(frame: pd.DataFrame, suite: Suite, root: Path, *, summary: bool) -> None:
     """The terminal view: the superseded mark, the table, what the guard means, where else entries are.
 
-    A worst-group suite's ``summary`` view (the default) is compact, with headers of at most 7 characters,
-    so eleven columns fit 100 terminal columns with method names of up to about 25 characters.
+    Every terminal view shows the hparams column in short form, headed ``hp`` (:func:`_short_hparams`),
+    with a legend below. A worst-group suite's ``summary`` view (the default) is compact, with headers of
+    at most 7 characters, so twelve columns fit 100 terminal columns with method names of up to about 20
+    characters.
     """
     note = superseded_note(suite)
     if note:
         console.print(f"{note}.", markup=False)
     title = f"sbbench leaderboard: {suite.label} ({root})"
+    shown = _short_hparams(frame) if not frame.empty else frame
     if is_worst_group(suite) and not frame.empty:
-        print_frame(_short_guard(frame), title, compact=summary, header=_compact_header if summary else None)
+        print_frame(_short_guard(shown), title, compact=summary, header=_compact_header if summary else None)
+        console.print(SHORT_HPARAMS_LEGEND, markup=False)
         _print_guard(frame, suite)
     else:
-        print_frame(frame, title)
+        print_frame(shown, title)
+        if not frame.empty:
+            console.print(SHORT_HPARAMS_LEGEND, markup=False)
     _mention_other_versions(root, suite)
     _mention_own_results(root, suite)
 
@@ -123,6 +132,25 @@ def _print_table(frame: pd.DataFrame, suite: Suite, root: Path, *, summary: bool
 def _short_guard(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with each guard remark cut to its first word (``failed``, ``flagged``): the table stays narrow."""
     return frame.assign(**{GUARD: frame[GUARD].map(lambda remarks: remarks.split(":")[0])})
+
+
+SHORT_HPARAMS_LEGEND = ("hp = hyperparameters: dflt = defaults, given = set by hand, K=n = tuned by a sweep of "
+                        "n >= 8 trials, K=n* = exploratory sweep (n < 8)")
+"""What the compact table's short hparams values mean, printed below it."""
+
+
+def _short_hparams(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the hparams column renamed ``hp`` and each label (:attr:`~sbbench.leaderboard.entry.Tuning.label`)
+    in at most 6 characters: ``dflt``, ``given``, ``K=8`` (tuned), ``K=4*`` (exploratory)."""
+    def short(label: str) -> str:
+        status, _, k = label.partition(" (K=")
+        if status == "default":
+            return "dflt"
+        if not k:
+            return status
+        return f"K={k.rstrip(')')}" + ("*" if status == "exploratory" else "")
+
+    return frame.assign(**{HPARAMS: frame[HPARAMS].map(short)}).rename(columns={HPARAMS: "hp"})
 
 
 def _compact_header(column: str) -> str:

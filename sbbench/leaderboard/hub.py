@@ -39,6 +39,8 @@ from sbbench.leaderboard.entry import LoadedEntry, Verdict
 from sbbench.leaderboard.glossary import FIXED_COLUMNS, metric_description
 from sbbench.leaderboard.render import (
     GUARD,
+    HPARAMS,
+    HPARAMS_MEANING,
     TRACK_ORDER,
     column_meanings,
     is_worst_group,
@@ -218,17 +220,19 @@ def _score_rule(suite: Suite) -> str:
 
 
 def _card_standings(boards: Sequence[tuple[Suite, Sequence[LoadedEntry]]]) -> list[str]:
-    """One standings table per suite, in table order; worst-group suites also show the guard's remarks."""
+    """One standings table per suite, in table order; worst-group suites also show the guard's remarks; last,
+    how the hyperparameters were chosen."""
     lines = []
     for suite, entries in boards:
         frame = leaderboard_frame(list(entries), suite)
         mark = f" (superseded by {suite.superseded_by})" if suite.superseded_by else ""
         guarded = is_worst_group(suite)
         lines += [f"## Standings: {suite.label}{mark}", "",
-                  "| track | method | score | status |" + (" guard |" if guarded else ""),
-                  "|---|---|---|---|" + ("---|" if guarded else "")]
+                  "| track | method | score | status |" + (" guard |" if guarded else "") + f" {HPARAMS} |",
+                  "|---|---|---|---|" + ("---|" if guarded else "") + "---|"]
         lines += [f"| {row['track']} | {row['method']} | {row['score']:.3f} | {row['status']} |"
-                  + (f" {row[GUARD]} |" if guarded else "") for row in frame.to_dict(orient="records")]
+                  + (f" {row[GUARD]} |" if guarded else "") + f" {row[HPARAMS]} |"
+                  for row in frame.to_dict(orient="records")]
         lines.append("")
     return lines
 
@@ -237,6 +241,7 @@ def _card_columns(boards: Sequence[tuple[Suite, Sequence[LoadedEntry]]]) -> list
     """What every column of the suites' ``leaderboard.csv`` means."""
     lines = ["## Columns of `leaderboard.csv`", "", "| column | meaning |", "|---|---|"]
     lines += [f"| `{name}` | {meaning} |" for name, meaning in FIXED_COLUMNS.items()]
+    lines.append(f"| `{HPARAMS}` | {HPARAMS_MEANING} |")
     for suite, _ in boards:
         lines += [f"| `{name}` ({suite.label}) | {meaning} |" for name, meaning in column_meanings(suite).items()]
     metrics = sorted({metric for suite, _ in boards for metric in suite.table_metrics})

@@ -6,7 +6,10 @@ never outrank those that see less, and sorted by the primary score within a trac
 remarks (column ``guard``) and the summary columns (means over tasks), and within a track every
 entry the guard caught ranks after every entry it did not. Entries scored on an older suite hash
 are marked ``stale`` and listed after the current ones. The status column comes from the verdict
-store (:attr:`~sbbench.leaderboard.entry.LoadedEntry.verdict`), never from the entry file.
+store (:attr:`~sbbench.leaderboard.entry.LoadedEntry.verdict`), never from the entry file. The
+last column, ``hparams``, says how the hyperparameters were chosen (the entry's
+:class:`~sbbench.leaderboard.entry.Tuning` record): ``default``, ``given``, ``tuned (K=8)`` or
+``exploratory (K=4)``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ TRACK_ORDER = ("T0", "T1", "T2", "oracle")
 IDENTITY_COLUMNS = ("method", "track", "status", "score")
 GUARD = "guard"
 """The worst-group suites' column naming the tasks the accuracy guard caught (empty: none)."""
-TEXT_COLUMNS = ("method", "track", "status", GUARD)
+HPARAMS = "hparams"
+"""The column saying how the entry's hyperparameters were chosen (:attr:`~sbbench.leaderboard.entry.Tuning.label`)."""
+HPARAMS_MEANING = ("how the hyperparameters were chosen: default (the method's defaults, `sbbench score`), given "
+                   "(set by hand, `sbbench score --hp`), tuned (K=n) (a random search of n >= 8 trials, "
+                   "`sbbench sweep`, selected without test data: docs/sweep.md) or exploratory (K=n) (a search of "
+                   "fewer than 8 trials); the entry's `tuning` record lists every trial")
+"""One sentence on :data:`HPARAMS`, for legends and the Hub card."""
+TEXT_COLUMNS = ("method", "track", "status", GUARD, HPARAMS)
 """The columns that hold text; every other column holds numbers."""
 
 SUMMARY_METRICS = ("acc", "s_swap_acc")
@@ -141,6 +151,7 @@ def _row(loaded: LoadedEntry, suite: Suite) -> dict[str, object]:
         for metric in suite.table_metrics:
             row[f"{task.name}/{metric}"] = metrics[metric].mean if metric in metrics else float("nan")
     row["seeds"] = min((s.n for task in entry.aggregates.values() for s in task.values()), default=0)
+    row[HPARAMS] = entry.tuning.label
     return row
 
 
@@ -148,7 +159,7 @@ def leaderboard_frame(entries: Sequence[LoadedEntry], suite: Suite, *, track: st
                       sort: str | None = None) -> pd.DataFrame:
     """One row per entry: identity, status, primary score, (worst-group) guard and summary, per-task seed means.
 
-    Per-task columns are ``<task>/<metric>``; ``seeds`` comes last. ``sort`` names a column to
+    Per-task columns are ``<task>/<metric>``; ``seeds`` and :data:`HPARAMS` come last. ``sort`` names a column to
     sort by (descending) within each track instead of the score; only the score's ranking puts
     the entries the guard caught after the others.
     """
@@ -179,23 +190,24 @@ def summary_metrics(suite: Suite) -> list[str]:
 
 
 def summary_frame(frame: pd.DataFrame, suite: Suite) -> pd.DataFrame:
-    """A narrow view of a :func:`leaderboard_frame`: identity, score, means over tasks, seeds.
+    """A narrow view of a :func:`leaderboard_frame`: identity, score, means over tasks, seeds, hparams.
 
     A worst-group suite's view is its frame's identity, ``guard`` and :func:`summary_columns`. A
     ``mean`` suite's column ``mean <metric>`` is the unweighted mean over the suite's tasks of the
     per-task seed means of each of :func:`summary_metrics`.
     """
     if is_worst_group(suite):
-        return frame[[*identity_columns(suite), *summary_columns(suite), "seeds"]]
+        return frame[[*identity_columns(suite), *summary_columns(suite), "seeds", HPARAMS]]
     narrow = frame[list(IDENTITY_COLUMNS)].copy()
     for metric in summary_metrics(suite):
         narrow[f"mean {metric}"] = frame[[f"{task.name}/{metric}" for task in suite.tasks]].mean(axis=1)
     narrow["seeds"] = frame["seeds"]
+    narrow[HPARAMS] = frame[HPARAMS]
     return narrow
 
 
 def metric_columns(frame: pd.DataFrame, suite: Suite, metrics: Sequence[str]) -> pd.DataFrame:
-    """Identity (with ``guard`` for a worst-group suite), the per-task columns of ``metrics`` in order, seeds.
+    """Identity (with ``guard`` for a worst-group suite), the per-task columns of ``metrics`` in order, seeds, hparams.
 
     Raises ``KeyError`` naming the table's metrics when one of ``metrics`` is not among them.
     """
@@ -203,12 +215,12 @@ def metric_columns(frame: pd.DataFrame, suite: Suite, metrics: Sequence[str]) ->
     if unknown:
         raise KeyError(f"no column for {', '.join(unknown)}; the table's metrics are {', '.join(suite.table_metrics)}")
     per_task = [f"{task.name}/{metric}" for metric in metrics for task in suite.tasks]
-    return frame[[*identity_columns(suite), *per_task, "seeds"]]
+    return frame[[*identity_columns(suite), *per_task, "seeds", HPARAMS]]
 
 
 def _columns(suite: Suite) -> list[str]:
     per_task = [f"{task.name}/{metric}" for task in suite.tasks for metric in suite.table_metrics]
-    return [*identity_columns(suite), *summary_columns(suite), *per_task, "seeds"]
+    return [*identity_columns(suite), *summary_columns(suite), *per_task, "seeds", HPARAMS]
 
 
 def column_label(column: str) -> str:
@@ -276,7 +288,10 @@ def column_meanings(suite: Suite) -> dict[str, str]:
 
 
 def describe_column(column: str, suite: Suite) -> str:
-    """One sentence on a column of the suite's table: its own meaning (:func:`column_meanings`) or the glossary's."""
+    """One sentence on a column of the suite's table: its own meaning (:func:`column_meanings`), :data:`HPARAMS`'s,
+    or the glossary's."""
+    if column == HPARAMS:
+        return HPARAMS_MEANING
     if column in column_meanings(suite):
         return column_meanings(suite)[column]
     return column_description(column)

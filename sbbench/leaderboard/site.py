@@ -8,7 +8,8 @@ Layout of the output folder (every link relative, no CDN, no server: it works fr
     <suite>-v<version>/index.html   the table: sortable, filterable, stale entries marked; a worst-group
                                     suite's guard and summary columns; a superseded suite marked
     <suite>-v<version>/leaderboard.csv, leaderboard.json   the same table as data
-    <suite>-v<version>/entries/<name>.html   one page per entry: provenance, hyperparameters,
+    <suite>-v<version>/entries/<name>.html   one page per entry: provenance, hyperparameters and
+                                             how they were chosen (a sweep's every trial),
                                              metrics with CIs, charts (inline SVG), and for a
                                              worst-group suite the guard's verdict per task
     <suite>-v<version>/entries/<name>.json   the entry (as read: a verdict pasted into the file is dropped)
@@ -38,10 +39,11 @@ from scipy import stats
 import sbbench
 from sbbench.headline import ACCURACY_GUARD, TaskAssessment, assess, score_meaning
 from sbbench.leaderboard import svg
-from sbbench.leaderboard.entry import Entry, LoadedEntry, Verdict
+from sbbench.leaderboard.entry import SEARCHED, Entry, LoadedEntry, Tuning, Verdict
 from sbbench.leaderboard.glossary import ADVERSARIAL, metric_description
 from sbbench.leaderboard.render import (
     GUARD,
+    HPARAMS,
     TEXT_COLUMNS,
     TRACK_ORDER,
     describe_column,
@@ -176,7 +178,7 @@ def _write_board(env: Environment, folder: Path, suite: Suite, loaded: list[Load
     columns = [_column(name, suite) for name in frame.columns]
     rows = [_row(by_name[record["method"]], record, columns) for record in frame.to_dict(orient="records")]
     summary = ["method", "track", "status", "score", *([GUARD] if GUARD in frame.columns else []),
-               *summary_columns(suite), "seeds"]
+               *summary_columns(suite), "seeds", HPARAMS]
     _write(folder / "index.html", env.get_template("suite.html").render(
         base="../", title=f"sbbench leaderboard: {suite.label}", suite=suite, suite_hash=suite.content_hash(),
         columns=columns, rows=rows, tracks=sorted({item.entry.method.track for item in loaded}),
@@ -219,6 +221,8 @@ def _row(item: LoadedEntry, record: dict[str, object], columns: list[dict[str, o
             summary = entry.aggregates.get(task, {}).get(metric)
             if summary is not None:
                 cell["title"] = f"95% CI [{summary.ci_low:.3f}, {summary.ci_high:.3f}] over {summary.n} seeds"
+        if key == HPARAMS and entry.tuning.status in SEARCHED:
+            cell["title"] = f"selected by {entry.tuning.rule}; the entry page lists every trial"
         cells.append(cell)
     search = " ".join([entry.method.name, entry.method.display_name, entry.method.description,
                        *entry.method.authors, entry.method.track]).lower()
@@ -256,6 +260,7 @@ def _entry_context(item: LoadedEntry, suite: Suite) -> dict[str, object]:
         "suite": suite, "score": score_meaning(suite), "guard": guard,
         "provenance": _provenance_rows(entry),
         "hparams": [(key, json.dumps(value)) for key, value in sorted(entry.method.hparams.items())],
+        "tuning": _tuning_context(entry.tuning, names),
         "overview": Markup(_overview_chart(entry, names)) if names else None,
         "tasks": [_task_context(entry, name, tasks.get(name)) | {"guard": (guard or {}).get("tasks", {}).get(name)}
                   for name in names],
@@ -265,6 +270,36 @@ def _entry_context(item: LoadedEntry, suite: Suite) -> dict[str, object]:
                                                             r.seed))],
         "run_columns": RUN_COLUMNS,
     }
+
+
+def _tuning_context(tuning: Tuning, names: list[str]) -> dict[str, object]:
+    """The entry page's account of how the hyperparameters were chosen: the facts and, for a sweep, every trial.
+
+    ``columns`` are the tasks of the trials (the suite's order first); each trial row holds its index,
+    hyperparameters (JSON), status, mean value, value per task, whether it was chosen, and its errors.
+    """
+    context: dict[str, object] = {"label": tuning.label, "searched": tuning.status in SEARCHED,
+                                  "record": tuning, "columns": [], "trials": []}
+    if tuning.status not in SEARCHED:
+        return context
+    tasks = [task.task for trial in tuning.trials for task in trial.tasks]
+    columns = [name for name in names if name in tasks] + sorted(set(tasks) - set(names))
+    facts = [("rule", str(tuning.rule)), ("selection metric", str(tuning.metric)), ("trials (K)", str(tuning.k)),
+             ("sweep seed", str(tuning.sweep_seed)),
+             ("trial seed", f"{tuning.trial_seed} (each trial trained once per task at this seed)")]
+    if tuning.holdout is not None:
+        facts.append(("holdout", f"{tuning.holdout:g} of the training split"))
+    facts.append(("chosen", f"trial {tuning.chosen}"))
+    trials = []
+    for trial in tuning.trials:
+        by_task = {task.task: task for task in trial.tasks}
+        trials.append({"index": trial.index, "hparams": json.dumps(trial.hparams, sort_keys=True),
+                       "status": trial.status, "value": format_value(trial.value) if trial.value is not None else "–",
+                       "tasks": [format_value(by_task[name].value) if name in by_task and by_task[name].value
+                                 is not None else "–" for name in columns],
+                       "chosen": trial.index == tuning.chosen,
+                       "errors": [f"{task.task}: {task.error}" for task in trial.tasks if task.error]})
+    return context | {"facts": facts, "columns": columns, "trials": trials}
 
 
 def _guard_context(item: LoadedEntry, suite: Suite) -> dict[str, object] | None:

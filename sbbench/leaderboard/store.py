@@ -30,8 +30,10 @@ from sbbench.leaderboard.entry import (
     MethodCard,
     Provenance,
     SuiteRef,
+    Tuning,
     Verdict,
     claims_digest,
+    implied_tuning,
 )
 from sbbench.leaderboard.migrations import SchemaError, migrate
 from sbbench.leaderboard.render import leaderboard_frame, to_markdown
@@ -104,8 +106,14 @@ def provenance(device: str) -> Provenance:
 
 
 def build_entry(info: MethodInfo, hparams: dict, hparams_source: str, suite: Suite, results: list[RunResult],
-                device: str) -> Entry:
-    """Aggregate finished runs (all ``ok``) into an entry."""
+                device: str, *, tuning: Tuning | None = None) -> Entry:
+    """Aggregate finished runs (all ``ok``) into an entry.
+
+    ``tuning`` records how ``hparams`` were chosen (a sweep passes its record); without it the
+    record follows from ``hparams_source`` (:func:`~sbbench.leaderboard.entry.implied_tuning`):
+    ``default`` for ``"defaults"``, ``given`` for ``sbbench score --hp``'s text. The entry always
+    carries the record explicitly.
+    """
     aggregates = {
         task.name: {metric: summarize([r.metrics[metric] for r in results if r.task == task.name])
                     for metric in next(r for r in results if r.task == task.name).metrics}
@@ -120,7 +128,8 @@ def build_entry(info: MethodInfo, hparams: dict, hparams_source: str, suite: Sui
         paper=meta.paper if meta else info.description.paper,
         description=meta.description if meta else info.description.summary,
     )
-    return Entry(method=card, provenance=provenance(device),
+    return Entry(method=card, tuning=tuning if tuning is not None else implied_tuning(hparams_source),
+                 provenance=provenance(device),
                  suite=SuiteRef(name=suite.name, version=suite.version, hash=suite.content_hash()),
                  primary_metric=suite.primary_metric, primary_score=primary, aggregates=aggregates,
                  runs=results, wall_seconds=sum(r.train_seconds + r.eval_seconds for r in results))

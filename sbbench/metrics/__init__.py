@@ -28,6 +28,7 @@ from sbbench.metrics.randomization import (
     block_randomized_metrics,
     block_swapped_accuracy,
     coordinate_dependence,
+    donor_block_worst_group,
     randomize_block,
     swap_block,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "block_swapped_accuracy",
     "class_sign",
     "coordinate_dependence",
+    "donor_block_worst_group",
     "eval_mode",
     "evaluate",
     "margin_scores",

@@ -115,14 +115,61 @@ def block_randomized_metrics(
         accs.append(accuracy(logits, y))
         aucs.append(roc_auc(margin_scores(logits), y))
         if worst_group:
-            group = labels * 2 + (labels[source] == labels).long()
-            hits = (logits.argmax(dim=1).cpu() == labels).double()
-            correct += torch.bincount(group, weights=hits, minlength=4).view(2, 2)
-            count += torch.bincount(group, minlength=4).view(2, 2).double()
+            _count_groups(logits, labels, labels[source] == labels, correct, count)
     metrics = {"acc": float(np.mean(accs)), "auc": float(np.mean(aucs))}
     if worst_group:
-        metrics["wga"] = float((correct[count > 0] / count[count > 0]).min())
+        metrics["wga"] = _worst_group(correct, count)
     return metrics
+
+
+def donor_block_worst_group(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    donor_x: Tensor,
+    donor_y: Tensor,
+    space: FeatureSpace,
+    block: str,
+    repeats: int = 5,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> float:
+    """Worst-group accuracy of ``model`` on ``x`` with ``block`` taken from random *donor* examples.
+
+    Each repeat draws donors ``j(i)`` uniformly with replacement from ``donor_x`` and replaces the
+    block of ``x_i`` by ``donor_x[j(i)]``'s; example ``i`` then falls in the group ``(y_i,
+    donor_y[j(i)] == y_i)``, label x "the block agrees with the label", and ``wga = min_g
+    correct_g / count_g`` with counts pooled over ``repeats``. It is :func:`block_randomized_metrics`'s
+    ``"wga"`` for a set whose own block says nothing about its labels (a decorrelated validation
+    set): the donors (e.g. training examples, whose block predicts their label) give the block a
+    known class, so a model that relies on the block alone scores about 0 and one that ignores
+    it keeps its accuracy on its worst class.
+    """
+    _check_repeats(repeats)
+    check_labels(donor_y, len(donor_x))
+    generator = torch.Generator().manual_seed(seed)
+    correct, count = torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+    labels, donor_labels, indices = y.cpu(), donor_y.cpu(), space.block(block).to(x.device)
+    for _ in range(repeats):
+        donors = torch.randint(len(donor_x), (len(x),), generator=generator)
+        z = space.to_canonical(x).clone()
+        z[:, indices] = space.to_canonical(donor_x[donors.to(donor_x.device)].to(x.device))[:, indices]
+        logits = predict_logits(model, space.from_canonical(z), batch_size)
+        _count_groups(logits, labels, donor_labels[donors] == labels, correct, count)
+    return _worst_group(correct, count)
+
+
+def _count_groups(logits: Tensor, labels: Tensor, agrees: Tensor, correct: Tensor, count: Tensor) -> None:
+    """Add one repeat's hits and sizes of the four groups (label x ``agrees``) to ``correct`` and ``count``."""
+    group = labels * 2 + agrees.long()
+    hits = (logits.argmax(dim=1).cpu() == labels).double()
+    correct += torch.bincount(group, weights=hits, minlength=4).view(2, 2)
+    count += torch.bincount(group, minlength=4).view(2, 2).double()
+
+
+def _worst_group(correct: Tensor, count: Tensor) -> float:
+    """The smallest accuracy over the non-empty groups."""
+    return float((correct[count > 0] / count[count > 0]).min())
 
 
 def block_swapped_accuracy(
