@@ -28,7 +28,7 @@ from sbbench.leaderboard.store import build_entry, load_entries, write_entry
 from sbbench.methods.registry import resolve_method
 from sbbench.metrics.evaluate import AttackSpec, MetricSpec
 from sbbench.scoring import score
-from sbbench.suite import SUITES, Suite
+from sbbench.suite import SUITES, SYNTHETIC_V2, Suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,6 +133,9 @@ def test_every_page_is_self_contained_resources_and_internal_links_resolve_to_fi
         for href in page.anchors:
             if re.match(r"https?://", href):
                 continue  # a link a reader may follow (a paper), never loaded by the page itself
+            if href.startswith("#"):  # a place on the same page
+                assert f'id="{href[1:]}"' in page_path.read_text(encoding="utf-8"), f"{page_path}: broken link {href}"
+                continue
             assert (page_path.parent / href.split("#")[0]).is_file(), f"{page_path}: broken link {href}"
 
 
@@ -264,3 +267,21 @@ def test_glossary_explains_fixed_columns_and_parametrised_metrics() -> None:
     assert metric_description("adv_acc_linf_0.05") == "accuracy under a PGD attack in the l_inf ball of radius 0.05"
     assert column_description("lms5/s_rand_auc").startswith("on task lms5: ROC-AUC with S randomized")
     assert metric_description("brand_new") == "metric brand_new (see docs/suites-and-metrics.md)"
+
+
+def test_a_worst_group_suite_page_shows_the_pareto_plot_and_a_mean_suite_page_does_not(
+        site: Path, tmp_path: Path) -> None:
+    """The committed synthetic-v2 entries (ERM and the oracle, read only): one panel per task, a point per entry."""
+    out = tmp_path / "v2-site"
+    build_site(REPO / "leaderboard", out, [SYNTHETIC_V2])
+    html = (out / SYNTHETIC_V2.label / "index.html").read_text()
+    section = html.split('<section class="pareto" id="pareto">')[1].split("</section>")[0]
+    assert "<h2>Score against clean accuracy, per task</h2>" in section
+    assert section.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart pareto"') == 1
+    for task in SYNTHETIC_V2.tasks:
+        assert f"oracle-randomize-s (oracle) on {task.name}: score 1.000, accuracy 1.000" in section
+        assert f"erm (T0) on {task.name}: score " in section
+    assert "erm (T0) on lms5: score 0.000, accuracy 1.000, on the Pareto front" in section
+    assert "erm (T0) on lms7: score 0.000, accuracy 1.000</title>" in section, "tied accuracy, lower score"
+    assert "the accuracy guard, ERM&#39;s clean accuracy on the task minus 0.02" in section
+    assert 'id="pareto"' not in (site / "site-v1" / "index.html").read_text()

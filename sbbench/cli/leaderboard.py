@@ -35,7 +35,8 @@ from sbbench.leaderboard.render import (
     summary_frame,
     superseded_note,
 )
-from sbbench.leaderboard.report import baseline_report
+from sbbench.leaderboard.report import CORRECTIONS, baseline_report
+from sbbench.leaderboard.report import pareto_svg as draw_pareto
 from sbbench.leaderboard.store import (
     EntryError,
     NewerEntryError,
@@ -228,19 +229,43 @@ def report_command(
     metrics: Annotated[str | None, typer.Option(help="comma-separated metrics (default: the primary metric, "
                                                      "then acc)")] = None,
     alpha: Annotated[float, typer.Option(help="significance level of the paired t-test")] = 0.05,
+    correction: Annotated[str, typer.Option(help="multiple-comparison correction over every method x task x "
+                                                 "metric cell: holm (Holm-Bonferroni step-down) or none")] = "holm",
+    pareto_svg: Annotated[Path | None, typer.Option(help="also write the Pareto plot (per task: score against "
+                                                         "clean accuracy; worst-group suites) to this SVG file")]
+    = None,
     root: Annotated[Path, typer.Option(help="leaderboard folder")] = LEADERBOARD_ROOT,
 ) -> None:
-    """Markdown report: each entry against a baseline, per task, paired over seeds."""
+    """Markdown report: each entry against a baseline, per task, paired over seeds.
+
+    The p-values of all cells are adjusted together (`--correction holm`, the default) and the
+    verdicts `higher` / `lower` follow the adjusted ones; the report's first lines say which
+    correction was applied over how many tests. `--pareto-svg` writes the current entries' task
+    score against clean accuracy, one panel per task, with the Pareto front and the accuracy guard.
+    """
     if not 0.0 < alpha < 1.0:
         raise UserError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
+    if correction not in CORRECTIONS:
+        raise UserError(f"--correction must be {' or '.join(CORRECTIONS)}, got {correction!r}")
     suite_spec = suite_named(suite)
+    if pareto_svg is not None and not is_worst_group(suite_spec):
+        raise UserError(f"--pareto-svg needs a worst-group suite (a per-task score and accuracy guard); "
+                        f"{suite_spec.label} is scored by the mean rule")
     chosen = metrics.split(",") if metrics else [suite_spec.primary_metric, "acc"]
     base = _named_loaded_entry(root, suite_spec, baseline)
     try:
         entries = [loaded for loaded in _readable_entries(root, suite_spec) if not loaded.stale]
     except EntryError as error:
         raise UserError(str(error.args[0])) from None
-    console.file.write(baseline_report(entries, base, suite_spec, chosen, alpha) + "\n")
+    console.file.write(baseline_report(entries, base, suite_spec, chosen, alpha, correction) + "\n")
+    if pareto_svg is not None:
+        try:
+            pareto_svg.parent.mkdir(parents=True, exist_ok=True)
+            pareto_svg.write_text(draw_pareto(entries, suite_spec) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise UserError(f"cannot write {pareto_svg}: {error.strerror or error}") from None
+        errors.print(f"wrote the Pareto plot of {suite_spec.label} (from {len(entries)} current entries) to "
+                     f"{pareto_svg}", markup=False, soft_wrap=True)
 
 
 def _named_loaded_entry(root: Path, suite: Suite, name: str) -> LoadedEntry:

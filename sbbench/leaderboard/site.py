@@ -6,7 +6,8 @@ Layout of the output folder (every link relative, no CDN, no server: it works fr
     index.html                      the suites
     assets/site.css, assets/site.js shared style and the table's sort/filter script
     <suite>-v<version>/index.html   the table: sortable, filterable, stale entries marked; a worst-group
-                                    suite's guard and summary columns; a superseded suite marked
+                                    suite's guard and summary columns and its Pareto plot (per task,
+                                    score against clean accuracy); a superseded suite marked
     <suite>-v<version>/leaderboard.csv, leaderboard.json   the same table as data
     <suite>-v<version>/entries/<name>.html   one page per entry: provenance, hyperparameters and
                                              how they were chosen (a sweep's every trial),
@@ -53,6 +54,7 @@ from sbbench.leaderboard.render import (
     status_of,
     summary_columns,
 )
+from sbbench.leaderboard.report import PARETO_CAPTION, pareto_panels, pareto_svg
 from sbbench.leaderboard.stats import Summary
 from sbbench.leaderboard.store import load_entries, suites_with_entries
 from sbbench.suite import Suite
@@ -184,7 +186,8 @@ def _write_board(env: Environment, folder: Path, suite: Suite, loaded: list[Load
         columns=columns, rows=rows, tracks=sorted({item.entry.method.track for item in loaded}),
         tasks=suite.tasks, version=sbbench.__version__, score=score_meaning(suite),
         superseded=_superseded(suite, labels, base="../"), worst_group=GUARD in frame.columns,
-        guard_help=describe_column(GUARD, suite),
+        guard_help=describe_column(GUARD, suite), pareto=_pareto_figure(loaded, suite),
+        pareto_caption=PARETO_CAPTION,
         legend=[(name, describe_column(name, suite)) for name in summary]
         + [(metric, metric_description(metric)) for metric in suite.table_metrics]))
     template = env.get_template("entry.html")
@@ -196,6 +199,14 @@ def _write_board(env: Environment, folder: Path, suite: Suite, loaded: list[Load
             **_entry_context(item, suite)))
         _write(folder / "entries" / f"{name}.json", item.entry.model_dump_json(indent=1) + "\n")
     return 1 + len(loaded)
+
+
+def _pareto_figure(loaded: list[LoadedEntry], suite: Suite) -> Markup | None:
+    """A worst-group suite's Pareto plot (:func:`~sbbench.leaderboard.report.pareto_svg`); ``None`` for a ``mean``
+    suite or when no current entry can be assessed."""
+    if suite.score_rule != "worst-group" or not any(panel.methods for panel in pareto_panels(loaded, suite)):
+        return None
+    return Markup(pareto_svg(loaded, suite))
 
 
 def _column(name: str, suite: Suite) -> dict[str, object]:

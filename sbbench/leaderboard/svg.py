@@ -1,7 +1,8 @@
 """Small static SVG charts for the leaderboard site, drawn at build time (no script, no network).
 
-Three kinds: grouped bars with confidence whiskers (:func:`grouped_bars`), one bar per item
-with its own colour (:func:`colored_bars`) and lines with error bars (:func:`line_chart`).
+Four kinds: grouped bars with confidence whiskers (:func:`grouped_bars`), one bar per item
+with its own colour (:func:`colored_bars`), lines with error bars (:func:`line_chart`) and small
+multiples of labelled scatter plots with a highlighted front (:func:`pareto_chart`).
 Every mark carries a ``<title>`` so hovering it shows the exact numbers.
 """
 
@@ -18,6 +19,7 @@ SC_RANDOMIZED = "#009E73"
 NEUTRAL = "#56B4E9"
 INK = "#222"
 GRID = "#ddd"
+MUTED = "#777"
 
 _MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 56, 16, 46, 52
 
@@ -195,6 +197,163 @@ def line_chart(series: Sequence[LineSeries], *, title: str, x_label: str, y_labe
     if len(series) > 1:
         parts += frame.legend([(s.name, s.color) for s in series])
     return "\n".join([*parts, "</svg>"])
+
+
+@dataclass(frozen=True)
+class ScatterPoint:
+    """A labelled point; ``highlight`` points (a Pareto front) are filled and joined, the others hollow."""
+
+    label: str
+    x: float
+    y: float
+    highlight: bool
+    detail: str
+    """The point's tooltip."""
+
+
+@dataclass(frozen=True)
+class ScatterPanel:
+    """One panel of :func:`pareto_chart`: its title, points and an optional horizontal reference line."""
+
+    title: str
+    points: Sequence[ScatterPoint]
+    reference: tuple[float, str] | None = None
+
+
+_STANDALONE_FONT = 'font-family="system-ui, Segoe UI, Roboto, Arial, sans-serif" font-size="12" fill="#222"'
+_SMALL_FONT = 'font-size="10" fill="#59636e"'
+"""Presentation attributes, so the chart reads the same as a file of its own (docs) as on the site, whose
+stylesheet sets the same sizes."""
+
+_OVERSHOOT = 0.01
+"""A scatter's x axis ends at 1 when no point is further beyond it than this (a score a hair above the ceiling)."""
+
+
+def pareto_chart(panels: Sequence[ScatterPanel], *, title: str, x_label: str, y_label: str,
+                 legend: tuple[str, str, str], columns: int = 3, panel_width: int = 320,
+                 panel_height: int = 270) -> str:
+    """Small multiples, ``columns`` panels a row: per panel a scatter of labelled points, the highlighted ones
+    joined in order of x, and a dashed reference line.
+
+    The x axis of every panel starts at 0 and reaches at least 1 (a normalised score); the y axis
+    covers the points and the reference line. Points closer than a few pixels share one label.
+    ``legend`` names the highlighted points, the others and the reference line, in that order.
+    """
+    columns = max(1, min(columns, len(panels)))
+    rows = max(1, math.ceil(len(panels) / columns))
+    header = 44
+    width, height = columns * panel_width, header + rows * panel_height
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart pareto" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}" {_STANDALONE_FONT}>',
+             f'<rect width="{width}" height="{height}" fill="#fff"/>',
+             f"<title>{escape(title)}: {escape(', '.join(panel.title for panel in panels))}</title>",
+             f'<text x="{_MARGIN_LEFT}" y="18" class="chart-title" font-size="13" font-weight="bold">'
+             f"{escape(title)}</text>"]
+    parts += _scatter_legend(legend, _MARGIN_LEFT, 36)
+    for k, panel in enumerate(panels):
+        left, top = (k % columns) * panel_width, header + (k // columns) * panel_height
+        parts.append(f'<g transform="translate({left} {top})">')
+        parts += _scatter_panel(panel, panel_width, panel_height, x_label, y_label)
+        parts.append("</g>")
+    return "\n".join([*parts, "</svg>"])
+
+
+def _scatter_legend(names: tuple[str, str, str], x: float, y: float) -> list[str]:
+    front, other, reference = names
+    parts = [f'<circle cx="{x + 5}" cy="{y - 4}" r="4" fill="{STANDARD}"/>',
+             f'<text x="{x + 14}" y="{y}">{escape(front)}</text>']
+    x += 32 + 7 * len(front)
+    parts += [f'<circle cx="{x + 5}" cy="{y - 4}" r="4" fill="#fff" stroke="{MUTED}" stroke-width="1.5"/>',
+              f'<text x="{x + 14}" y="{y}">{escape(other)}</text>']
+    x += 32 + 7 * len(other)
+    parts += [f'<line x1="{x}" x2="{x + 18}" y1="{y - 4}" y2="{y - 4}" stroke="{INK}" stroke-dasharray="4 3"/>',
+              f'<text x="{x + 24}" y="{y}">{escape(reference)}</text>']
+    return parts
+
+
+def _scatter_panel(panel: ScatterPanel, width: int, height: int, x_label: str, y_label: str) -> list[str]:
+    xs = [p.x for p in panel.points]
+    ys = [p.y for p in panel.points] + ([panel.reference[0]] if panel.reference else [])
+    x_high = max([1.0, *xs])
+    x_ticks = nice_ticks(min([0.0, *xs]), 1.0 if x_high <= 1.0 + _OVERSHOOT else x_high, target=4)
+    low, high = min(ys, default=0.0), max(ys, default=1.0)
+    pad = max(high - low, 0.02) * 0.1
+    y_ticks = nice_ticks(low - pad, max(high, min(high + pad, 1.0)), target=4)  # an accuracy: no padding past 1
+    frame = _Frame(width, height, (x_ticks[0], x_ticks[-1]), (y_ticks[0], y_ticks[-1]))
+    parts = [f'<text x="{frame.x0}" y="24" font-weight="bold">{escape(panel.title)}</text>']
+    parts += frame.y_axis(y_ticks, y_label)
+    for tick in x_ticks:
+        parts.append(f'<text x="{frame.x(tick):.1f}" y="{frame.y0 + 16}" text-anchor="middle">{_number(tick)}</text>')
+    parts.append(frame.x_label(x_label))
+    reserved = []
+    if panel.reference is not None:  # dashed, labelled at its right end below the line (points are mostly above)
+        y, label = frame.y(panel.reference[0]), panel.reference[1]
+        parts += [f'<line x1="{frame.x0}" x2="{frame.x1}" y1="{y:.1f}" y2="{y:.1f}" stroke="{INK}" '
+                  f'stroke-dasharray="4 3"/>',
+                  f'<text x="{frame.x1 - 2}" y="{y + 11:.1f}" text-anchor="end" class="chart-note" {_SMALL_FONT}>'
+                  f"{escape(label)}</text>"]
+        reserved.append((frame.x1 - 2 - 5.6 * len(label), y + 2, frame.x1 - 2, y + 13))
+    front = sorted((p for p in panel.points if p.highlight), key=lambda p: (p.x, -p.y))
+    if len(front) > 1:
+        path = " ".join(f"{'M' if k == 0 else 'L'}{frame.x(p.x):.1f},{frame.y(p.y):.1f}" for k, p in enumerate(front))
+        parts.append(f'<path d="{path}" fill="none" stroke="{STANDARD}" stroke-width="1.5"/>')
+    for point in panel.points:
+        cx, cy = frame.x(point.x), frame.y(point.y)
+        mark = (f'fill="{STANDARD}"' if point.highlight else f'fill="#fff" stroke="{MUTED}" stroke-width="1.5"')
+        parts.append(f'<g class="point"><title>{escape(point.detail)}</title>'
+                     f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" {mark}/></g>')
+    parts += _labels(frame, _label_clusters(frame, panel.points), reserved)
+    return parts
+
+
+_LABEL_OFFSETS = (-6.0, 14.0, -17.0, 25.0, -28.0, 36.0, -39.0, 47.0)
+"""Baseline offsets (pixels below the point) tried in turn for a label, until it overlaps no label placed before."""
+
+
+def _labels(frame: _Frame, clusters: list[tuple[tuple[float, float], list[str]]],
+            reserved: Sequence[tuple[float, float, float, float]] = ()) -> list[str]:
+    """The points' labels, each beside its point (right of it in the left half, left in the right half) at the
+    first of :data:`_LABEL_OFFSETS` where it overlaps no earlier label and no ``reserved`` box (left, top, right,
+    bottom); a label moved off its point gets a leader."""
+    middle = (frame.x0 + frame.x1) / 2
+    placed = list(reserved)
+    parts = []
+    for (cx, cy), labels in clusters:
+        text = ", ".join(labels[:3]) + (f" +{len(labels) - 3}" if len(labels) > 3 else "")
+        width = 5.6 * len(text)  # about the width of the 10 px tick font
+        x = cx + 6 if cx < middle else cx - 6
+        left = x if cx < middle else x - width
+        boxes = [(dy, (left, cy + dy - 9, left + width, cy + dy + 2)) for dy in _LABEL_OFFSETS]
+        fits = [(dy, b) for dy, b in boxes if b[1] >= 28 and b[3] <= frame.y0 + 2 and not _overlaps(b, placed)]
+        dy, chosen = (fits or boxes)[0]
+        placed.append(chosen)
+        if dy not in _LABEL_OFFSETS[:2]:
+            parts.append(f'<line x1="{cx:.1f}" x2="{x:.1f}" y1="{cy:.1f}" y2="{cy + dy - 3:.1f}" stroke="{GRID}"/>')
+        parts.append(f'<text x="{x:.1f}" y="{cy + dy:.1f}" text-anchor="{"start" if cx < middle else "end"}" '
+                     f'class="chart-tick" {_SMALL_FONT}>{escape(text)}</text>')
+    return parts
+
+
+def _overlaps(box: tuple[float, float, float, float], others: Sequence[tuple[float, float, float, float]]) -> bool:
+    """Whether ``box`` (left, top, right, bottom) overlaps any of ``others``."""
+    left, top, right, bottom = box
+    return any(left < o_right and o_left < right and top < o_bottom and o_top < bottom
+               for o_left, o_top, o_right, o_bottom in others)
+
+
+def _label_clusters(frame: _Frame, points: Sequence[ScatterPoint],
+                    reach: float = 6.0) -> list[tuple[tuple[float, float], list[str]]]:
+    """Points within ``reach`` pixels of a cluster's first point join its label, in the order given."""
+    clusters: list[tuple[tuple[float, float], list[str]]] = []
+    for point in points:
+        cx, cy = frame.x(point.x), frame.y(point.y)
+        for (x, y), labels in clusters:
+            if abs(x - cx) <= reach and abs(y - cy) <= reach:
+                labels.append(point.label)
+                break
+        else:
+            clusters.append(((cx, cy), [point.label]))
+    return clusters
 
 
 def _bar(frame: _Frame, left: float, width: float, value: Interval, color: str, label: str,
