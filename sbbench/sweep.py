@@ -33,7 +33,7 @@ default; an entry is ``tuned`` only when ``K >= 8``, ``exploratory`` below) on a
    wins; a failed trial never wins; ties go to the lowest trial index (the defaults first).
 5. The chosen setting is then scored over the suite's own seeds with the normal
    :func:`sbbench.scoring.score` path, and the entry records the search: every trial in its
-   :class:`~sbbench.leaderboard.entry.Tuning` record (:func:`tuning_record`), and a summary in
+   :class:`~sbbench.tuning.Tuning` record (:func:`tuning_record`), and a summary in
    ``hparams_source``.
 
 Trials are cached in the result cache like scored jobs, under keys of their own
@@ -54,7 +54,6 @@ import numpy as np
 from sbbench.cache import ResultCache
 from sbbench.executors import Batch, JobSpec, execute
 from sbbench.isolation import Limits
-from sbbench.leaderboard.entry import MIN_TUNED_TRIALS, TrialRecord, TrialTask, Tuning, sweep_status
 from sbbench.methods.base import Track
 from sbbench.methods.registry import HParamsError, MethodInfo
 from sbbench.results import RunResult
@@ -68,6 +67,7 @@ from sbbench.selection import (
     uses_validation,
 )
 from sbbench.suite import Suite
+from sbbench.tuning import MIN_TUNED_TRIALS, TrialRecord, TrialTask, Tuning, sweep_status
 
 TRIAL_SEED_BASE = 10_000
 """Trials train at seed ``TRIAL_SEED_BASE + sweep seed``, outside every suite's scoring seeds."""
@@ -192,7 +192,7 @@ class SweepOutcome:
 
 
 def tuning_record(trials: list[Trial], best: Trial, track: Track, seed: int, holdout: float) -> Tuning:
-    """The entry's :class:`~sbbench.leaderboard.entry.Tuning` record of a sweep whose choice is ``best``.
+    """The entry's :class:`~sbbench.tuning.Tuning` record of a sweep whose choice is ``best``.
 
     Status ``tuned`` when ``len(trials) >= 8`` (failed trials count), else ``exploratory``; every
     trial with its hyperparameters, its selection value per task and its mean over tasks (``None``

@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "sbbench"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("sbbench", "sbbench.seeding", "sbbench.results"),
+    ("sbbench", "sbbench.seeding", "sbbench.results", "sbbench.tuning"),
     ("sbbench.data", "sbbench.models"),
     ("sbbench.training", "sbbench.metrics", "sbbench.plots"),
     ("sbbench.methods",),

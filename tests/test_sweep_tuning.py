@@ -29,12 +29,8 @@ from sbbench.leaderboard.entry import (
     MethodCard,
     Provenance,
     SuiteRef,
-    TrialRecord,
-    TrialTask,
-    Tuning,
     Verdict,
     claims_digest,
-    implied_tuning,
 )
 from sbbench.leaderboard.render import HPARAMS, leaderboard_frame, summary_frame, to_markdown
 from sbbench.leaderboard.site import build_site
@@ -50,6 +46,7 @@ from sbbench.selection import SELECTION_ACC, SELECTION_WGA, run_trial, selection
 from sbbench.suite import Suite
 from sbbench.sweep import DEFAULT_TRIALS, draw_hparams, run_sweep, trial_jobs, trial_seed
 from sbbench.tasks import Task
+from sbbench.tuning import TrialRecord, TrialTask, Tuning, implied_tuning
 
 # --- methods that build their models without training --------------------------------------------------------------
 

@@ -141,7 +141,7 @@ SHORT_HPARAMS_LEGEND = ("hp = hyperparameters: dflt = defaults, given = set by h
 
 
 def _short_hparams(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the hparams column renamed ``hp`` and each label (:attr:`~sbbench.leaderboard.entry.Tuning.label`)
+    """``frame`` with the hparams column renamed ``hp`` and each label (:attr:`~sbbench.tuning.Tuning.label`)
     in at most 6 characters: ``dflt``, ``given``, ``K=8`` (tuned), ``K=4*`` (exploratory)."""
     def short(label: str) -> str:
         status, _, k = label.partition(" (K=")

@@ -31,13 +31,13 @@ from sbbench.cli.common import (
 from sbbench.cli.score import check_executor, print_guard, refuse_owner_conflict
 from sbbench.executors import ClusterError
 from sbbench.headline import score_meaning
-from sbbench.leaderboard.entry import MIN_TUNED_TRIALS
 from sbbench.leaderboard.store import build_entry
 from sbbench.methods.describe import DescribeError
 from sbbench.runner import default_device
 from sbbench.scoring import score
 from sbbench.selection import selection_name
 from sbbench.sweep import DEFAULT_TRIALS, Trial, run_sweep, search_space
+from sbbench.tuning import MIN_TUNED_TRIALS
 
 
 @app.command("sweep")

@@ -12,8 +12,8 @@ goes ``verification``, the verdict that entries once carried and that is never t
 (verdicts live in the verdict store, ``docs/verification.md``).
 
 Likewise a key added with a default that old files imply needs no new version: ``tuning`` (how
-the hyperparameters were chosen, :class:`~sbbench.leaderboard.entry.Tuning`) is read from a file
-without it as :func:`~sbbench.leaderboard.entry.implied_tuning` of its ``hparams_source``
+the hyperparameters were chosen, :class:`~sbbench.tuning.Tuning`) is read from a file
+without it as :func:`~sbbench.tuning.implied_tuning` of its ``hparams_source``
 (``default`` for ``"defaults"``), and such an entry is written back and digested without the key,
 so its claims digest, hence its verdict, does not change. An older sbbench refuses a file that
 has the key (an unknown key), with the schema's message rather than "written by a newer sbbench".

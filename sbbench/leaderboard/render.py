@@ -8,7 +8,7 @@ entry the guard caught ranks after every entry it did not. Entries scored on an 
 are marked ``stale`` and listed after the current ones. The status column comes from the verdict
 store (:attr:`~sbbench.leaderboard.entry.LoadedEntry.verdict`), never from the entry file. The
 last column, ``hparams``, says how the hyperparameters were chosen (the entry's
-:class:`~sbbench.leaderboard.entry.Tuning` record): ``default``, ``given``, ``tuned (K=8)`` or
+:class:`~sbbench.tuning.Tuning` record): ``default``, ``given``, ``tuned (K=8)`` or
 ``exploratory (K=4)``.
 """
 
@@ -34,7 +34,7 @@ IDENTITY_COLUMNS = ("method", "track", "status", "score")
 GUARD = "guard"
 """The worst-group suites' column naming the tasks the accuracy guard caught (empty: none)."""
 HPARAMS = "hparams"
-"""The column saying how the entry's hyperparameters were chosen (:attr:`~sbbench.leaderboard.entry.Tuning.label`)."""
+"""The column saying how the entry's hyperparameters were chosen (:attr:`~sbbench.tuning.Tuning.label`)."""
 HPARAMS_MEANING = ("how the hyperparameters were chosen: default (the method's defaults, `sbbench score`), given "
                    "(set by hand, `sbbench score --hp`), tuned (K=n) (a random search of n >= 8 trials, "
                    "`sbbench sweep`, selected without test data: docs/sweep.md) or exploratory (K=n) (a search of "

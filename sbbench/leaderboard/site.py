@@ -40,7 +40,7 @@ from scipy import stats
 import sbbench
 from sbbench.headline import ACCURACY_GUARD, TaskAssessment, assess, score_meaning
 from sbbench.leaderboard import svg
-from sbbench.leaderboard.entry import SEARCHED, Entry, LoadedEntry, Tuning, Verdict
+from sbbench.leaderboard.entry import Entry, LoadedEntry, Verdict
 from sbbench.leaderboard.glossary import ADVERSARIAL, metric_description
 from sbbench.leaderboard.render import (
     GUARD,
@@ -59,6 +59,7 @@ from sbbench.leaderboard.stats import Summary
 from sbbench.leaderboard.store import load_entries, suites_with_entries
 from sbbench.suite import Suite
 from sbbench.tasks import Task
+from sbbench.tuning import SEARCHED, Tuning
 
 MARKER = ".sbbench-site"
 """File that marks a folder as a generated site, so rebuilding may replace it."""

@@ -30,10 +30,8 @@ from sbbench.leaderboard.entry import (
     MethodCard,
     Provenance,
     SuiteRef,
-    Tuning,
     Verdict,
     claims_digest,
-    implied_tuning,
 )
 from sbbench.leaderboard.migrations import SchemaError, migrate
 from sbbench.leaderboard.render import leaderboard_frame, to_markdown
@@ -41,6 +39,7 @@ from sbbench.leaderboard.stats import summarize
 from sbbench.methods.registry import MethodInfo
 from sbbench.results import RunResult
 from sbbench.suite import ALL_SUITES, Suite
+from sbbench.tuning import Tuning, implied_tuning
 
 
 class EntryError(ValueError):
@@ -110,7 +109,7 @@ def build_entry(info: MethodInfo, hparams: dict, hparams_source: str, suite: Sui
     """Aggregate finished runs (all ``ok``) into an entry.
 
     ``tuning`` records how ``hparams`` were chosen (a sweep passes its record); without it the
-    record follows from ``hparams_source`` (:func:`~sbbench.leaderboard.entry.implied_tuning`):
+    record follows from ``hparams_source`` (:func:`~sbbench.tuning.implied_tuning`):
     ``default`` for ``"defaults"``, ``given`` for ``sbbench score --hp``'s text. The entry always
     carries the record explicitly.
     """
