@@ -14,11 +14,12 @@ different machines compare.
 Each (task, seed) job runs through :func:`sbbench.runner.run_job` as ``sbbench score --workers 1``
 runs it, except that ``fit`` runs in this process (no isolation, no model hand-over): the data
 is built (or read from the on-disk cache, which is warmed first and not timed), the method
-trains the task's backbone with the task's budget, and every metric of the task is computed. ``train_seconds`` covers data access plus ``fit``; ``eval_seconds`` the
-metrics. On a shared CPU wall time depends on the other load, so each job also reports
-``cpu_seconds``, the CPU time of this process (all its threads) during the job: on an
-otherwise idle machine with ``T`` threads the wall time is at least ``cpu_seconds / T``. A
-``torch.mm`` probe before and after (GFLOP/s of a 1024^3 product, best of 5) shows the load.
+trains the task's backbone with the task's budget, and every metric of the task is computed.
+``train_seconds`` covers data access plus ``fit``; ``eval_seconds`` the metrics. On a shared CPU
+wall time depends on the other load, so each job also reports ``cpu_seconds``, the CPU time of
+this process (all its threads) during the job: on an otherwise idle machine with ``T`` threads
+the wall time is at least ``cpu_seconds / T``. A ``torch.mm`` probe before and after (GFLOP/s of
+a 1024^3 product, best of 5) shows the load.
 """
 
 from __future__ import annotations

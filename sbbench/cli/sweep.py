@@ -68,7 +68,7 @@ def sweep_command(
     """Random-search a method's declared hyperparameter ranges, score the chosen setting, write its entry.
 
     Selection never reads a test set: T0/T1 trials are scored by accuracy on a held-out share of
-    the training split, T2 and oracle trials by worst-group accuracy (S permuted) on the
+    the training split, T2 and oracle trials by worst-group accuracy (S from training examples) on the
     decorrelated validation set. Every trial runs like a scored job: on the executor, with fit
     isolated under the suite's limits, cached. The entry records every trial; it is tuned when
     K >= 8, exploratory below (see docs/sweep.md).
