@@ -24,14 +24,19 @@ import time
 from pathlib import Path
 
 
-def score_seconds(suite: str, workers: int) -> float:
-    """Wall seconds of one ``sbbench score erm`` on ``suite`` with an empty cache; raises if it fails."""
+def command_seconds(arguments: list[str]) -> float:
+    """Wall seconds of ``python -m sbbench <arguments>`` with an empty cache and results folder; raises if it fails."""
     with tempfile.TemporaryDirectory() as scratch:
-        command = [sys.executable, "-m", "sbbench", "score", "erm", "--suite", suite, "--workers", str(workers),
-                   "--root", f"{scratch}/root", "--cache-dir", f"{scratch}/cache"]
+        command = [sys.executable, "-m", "sbbench", *arguments, "--root", f"{scratch}/root",
+                   "--cache-dir", f"{scratch}/cache"]
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, cwd=scratch)
         return time.perf_counter() - started
+
+
+def score_seconds(suite: str, workers: int) -> float:
+    """Wall seconds of one ``sbbench score erm`` on ``suite`` with an empty cache."""
+    return command_seconds(["score", "erm", "--suite", suite, "--workers", str(workers)])
 
 
 def main() -> None:

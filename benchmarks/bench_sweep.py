@@ -17,21 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-
-def command_seconds(arguments: list[str]) -> float:
-    """Wall seconds of ``python -m sbbench <arguments>`` with an empty cache and results folder; raises if it fails."""
-    with tempfile.TemporaryDirectory() as scratch:
-        command = [sys.executable, "-m", "sbbench", *arguments, "--root", f"{scratch}/root",
-                   "--cache-dir", f"{scratch}/cache"]
-        started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, cwd=scratch)
-        return time.perf_counter() - started
+from bench_suite_score import command_seconds
 
 
 def main() -> None:

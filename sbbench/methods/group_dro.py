@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from sbbench.data.features import FeatureSpace
 from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
 from sbbench.seeding import derive_seed
-from sbbench.training import TrainConfig, TrainingDiverged, make_optimizer
+from sbbench.training import TrainingDiverged, make_optimizer, make_scheduler, should_stop
 
 N_GROUPS = 4
 GROUP_NAMES = ("y=0, S conflicts", "y=0, S agrees", "y=1, S conflicts", "y=1, S agrees")
@@ -98,14 +98,6 @@ def s_agreement(space: FeatureSpace, x: Tensor, y: Tensor, *, epochs: int, batch
         return probe(s).argmax(dim=1) == y
 
 
-def one_cycle(optimizer: torch.optim.Optimizer, config: TrainConfig,
-              steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The learning-rate scheduler of the shared loop for ``config.lr_schedule`` (``None`` when constant)."""
-    if config.lr_schedule != "onecycle":
-        return None
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                               total_steps=config.max_epochs * steps_per_epoch, cycle_momentum=False)
-
 
 class GroupDROHParams(HParams):
     eta: float = hparam(0.01, low=1e-3, high=1.0, log=True, description="step size of the group weights q")
@@ -143,7 +135,7 @@ class GroupDRO(Method):
 
         model = ctx.make_backbone().to(ctx.device)
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
-        scheduler = one_cycle(optimizer, config, math.ceil(n / config.batch_size))
+        scheduler = make_scheduler(optimizer, config, math.ceil(n / config.batch_size))
         generator = torch.Generator().manual_seed(ctx.seed)
         model.train()
         for epoch in range(1, config.max_epochs + 1):
@@ -167,8 +159,7 @@ class GroupDRO(Method):
                 raise TrainingDiverged(f"group-dro: training loss became {mean_ce} in epoch {epoch}")
             ctx.log(f"epoch {epoch}: loss {mean_ce:.4f}, acc {accuracy:.4f}, "
                     f"q {', '.join(f'{value:.3f}' for value in q.tolist())}")
-            if ((config.stop_train_acc is not None and accuracy >= config.stop_train_acc)
-                    or (config.stop_train_loss is not None and mean_ce < config.stop_train_loss)):
+            if should_stop(config, mean_ce, accuracy):
                 break
         ctx.report("epochs", epoch)
         ctx.report("max_group_weight", float(q.max()))

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sbbench.methods.base import HParams, Method, Track, TrainContext, hparam
-from sbbench.training import TrainConfig, TrainingDiverged, make_optimizer, weighted_mean
+from sbbench.training import TrainingDiverged, make_optimizer, make_scheduler, should_stop, weighted_mean
 
 WEIGHT_EPS = 1e-8
 """Added to the denominator of the LfF weight, so that two zero losses give weight 0, not NaN."""
@@ -112,19 +112,6 @@ class PerExampleEMA:
         return new
 
 
-def one_cycle(optimizer: torch.optim.Optimizer, config: TrainConfig,
-              steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The learning-rate scheduler of the shared loop for ``config.lr_schedule`` (``None`` when constant)."""
-    if config.lr_schedule != "onecycle":
-        return None
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                               total_steps=config.max_epochs * steps_per_epoch, cycle_momentum=False)
-
-
-def should_stop(config: TrainConfig, loss: float, accuracy: float) -> bool:
-    """The task's stopping rule (:class:`~sbbench.training.TrainConfig`) on an epoch's running statistics."""
-    return ((config.stop_train_acc is not None and accuracy >= config.stop_train_acc)
-            or (config.stop_train_loss is not None and loss < config.stop_train_loss))
 
 
 class LfFHParams(HParams):
@@ -158,7 +145,7 @@ class LfF(Method):
         optimizers = [make_optimizer([p for p in model.parameters() if p.requires_grad], config)
                       for model in (biased, debiased)]
         steps_per_epoch = math.ceil(n / config.batch_size)
-        schedulers = [s for s in (one_cycle(o, config, steps_per_epoch) for o in optimizers) if s is not None]
+        schedulers = [s for s in (make_scheduler(o, config, steps_per_epoch) for o in optimizers) if s is not None]
         ema_biased = PerExampleEMA(n, hp.ema, ctx.device)
         ema_debiased = PerExampleEMA(n, hp.ema, ctx.device)
         generator = torch.Generator().manual_seed(ctx.seed)

@@ -10,11 +10,13 @@ from sbbench.training.loop import (
     cross_entropy_objective,
     gradient_step,
     make_optimizer,
+    make_scheduler,
+    should_stop,
     train,
     weighted_cross_entropy_objective,
     weighted_mean,
 )
 
 __all__ = ["Objective", "TrainConfig", "TrainLog", "TrainingDiverged", "Update", "WeightedObjective",
-           "cross_entropy_objective", "gradient_step", "make_optimizer", "train", "weighted_cross_entropy_objective",
-           "weighted_mean"]
+           "cross_entropy_objective", "gradient_step", "make_optimizer", "make_scheduler", "should_stop", "train",
+           "weighted_cross_entropy_objective", "weighted_mean"]

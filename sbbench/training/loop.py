@@ -181,6 +181,19 @@ def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.opt
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate scheduler of ``config.lr_schedule``, stepped once per optimiser step (``None``: constant).
+
+    ``onecycle``: PyTorch's ``OneCycleLR`` to ``config.lr`` over ``max_epochs * steps_per_epoch``
+    steps, momentum fixed. Methods with their own loop use it to follow the task's schedule.
+    """
+    if config.lr_schedule != "onecycle":
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                               total_steps=config.max_epochs * steps_per_epoch, cycle_momentum=False)
+
+
 def train(
     model: nn.Module,
     x: Tensor,
@@ -239,10 +252,9 @@ def train(
         step = weighted_gradient_step(weighted)
     else:
         step = update if update is not None else default_step(model, objective, config)
-    if config.lr_schedule == "onecycle":
-        step = _scheduled(step, torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=config.max_epochs * math.ceil(len(y) / config.batch_size),
-            cycle_momentum=False))
+    scheduler = make_scheduler(optimizer, config, math.ceil(len(y) / config.batch_size))
+    if scheduler is not None:
+        step = _scheduled(step, scheduler)
     generator = torch.Generator().manual_seed(seed)
     log = TrainLog()
     model.train()
@@ -257,7 +269,7 @@ def train(
         log.train_acc.append(acc)
         if on_epoch is not None:
             on_epoch(epoch, loss, acc)
-        if _should_stop(config, loss, acc):
+        if should_stop(config, loss, acc):
             break
     model.eval()
     return log
@@ -356,7 +368,8 @@ def _run_weighted_epoch(
     return loss_sum / total, 1.0 - wrong_weight / total
 
 
-def _should_stop(config: TrainConfig, loss: float, acc: float) -> bool:
+def should_stop(config: TrainConfig, loss: float, acc: float) -> bool:
+    """The stopping rule of ``config`` on an epoch's running mean ``loss`` and accuracy ``acc``."""
     reached_acc = config.stop_train_acc is not None and acc >= config.stop_train_acc
     reached_loss = config.stop_train_loss is not None and loss < config.stop_train_loss
     return reached_acc or reached_loss
