@@ -134,5 +134,7 @@ def score_meaning(suite: Suite) -> str:
     """What the suite's score means, in one sentence for people."""
     if suite.score_rule == "worst-group":
         return WORST_GROUP_SCORE
-    return (f"mean over tasks of {suite.primary_metric}: 0.5 = the model ignores everything but S, "
-            "1.0 = it also uses S^c fully")
+    if suite.primary_metric == "s_rand_auc":
+        return ("mean over tasks of s_rand_auc: 0.5 = the model ignores everything but S, "
+                "1.0 = it also uses S^c fully")
+    return f"mean over tasks of {suite.primary_metric}"

@@ -14,12 +14,21 @@ from torch import Tensor, nn
 
 from sbbench.data.blocks import slab_edges, slab_labels
 from sbbench.data.features import FeatureSpace
-from sbbench.headline import ACCURACY_GUARD, CHANCE_ACCURACY, Assessment, assess, run_score, suite_score
+from sbbench.headline import (
+    ACCURACY_GUARD,
+    CHANCE_ACCURACY,
+    WORST_GROUP_SCORE,
+    Assessment,
+    assess,
+    run_score,
+    score_meaning,
+    suite_score,
+)
 from sbbench.methods.registry import resolve_method
 from sbbench.metrics.evaluate import evaluate
 from sbbench.results import RunResult
 from sbbench.runner import build_data, fit_job
-from sbbench.suite import SYNTHETIC_V1, SYNTHETIC_V2, Suite
+from sbbench.suite import SYNTHETIC_V1, SYNTHETIC_V2, Suite, get_suite
 
 TASK = SYNTHETIC_V2.task("lms5")
 SUITE = SYNTHETIC_V2.model_copy(update={"tasks": (TASK,), "seeds": (0,)})
@@ -137,3 +146,9 @@ def test_a_worst_group_suite_needs_a_reference_for_every_task() -> None:
     fields = {f: getattr(SYNTHETIC_V2, f) for f in Suite.model_fields}
     with pytest.raises(ValueError, match="references"):
         Suite(**{**fields, "references": {}})
+
+
+def test_score_meaning_speaks_of_s_only_for_the_s_randomized_auc() -> None:
+    assert score_meaning(get_suite("images-control")) == "mean over tasks of acc"
+    assert "ignores everything but S" in score_meaning(get_suite("synthetic-v1"))
+    assert score_meaning(get_suite("images")) == WORST_GROUP_SCORE
