@@ -124,7 +124,8 @@ def test_table_renders_every_entry_sorts_on_header_clicks_and_filters(site: tupl
         const select = document.getElementById('task-filter'); select.add(option); }""")
     page.select_option("#task-filter", "other")
     assert page.eval_on_selector_all("#leaderboard th[data-task]:not([hidden])", "els => els.length") == 0
-    assert page.eval_on_selector_all("#leaderboard thead th:not([hidden])", "els => els.length") == 5
+    # method, track, status, score, seeds, hparams
+    assert page.eval_on_selector_all("#leaderboard thead th:not([hidden])", "els => els.length") == 6
     page.select_option("#task-filter", "")
     shoot(page, "suite-sorted-by-method")
     assert tab.problems == []

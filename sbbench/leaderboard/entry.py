@@ -78,7 +78,8 @@ class Entry(BaseModel):
 
     schema_version: Literal[1] = ENTRY_SCHEMA_VERSION
     method: MethodCard
-    tuning: Tuning = Field(default_factory=lambda data: implied_tuning(data["method"].hparams_source),
+    tuning: Tuning = Field(default_factory=lambda data: implied_tuning(data["method"].hparams_source)
+                           if "method" in data else Tuning(status="default"),
                            description="how the hyperparameters were chosen, as a record; a file without it "
                                        "implies it from method.hparams_source (implied_tuning)")
     provenance: Provenance
