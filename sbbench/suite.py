@@ -21,7 +21,7 @@ from sbbench.tasks import (
     Task,
 )
 
-_NOT_HASHED = {"fit_seconds_limit", "fit_memory_limit_gb", "superseded_by", "references", "control_suite"}
+_NOT_HASHED = {"fit_seconds_limit", "fit_memory_limit_gb", "superseded_by", "references", "control_suite", "unadmitted"}
 
 
 class TaskReference(BaseModel):
@@ -56,6 +56,9 @@ class Suite(BaseModel):
     """Per task, the references of the ``worst-group`` rule (not hashed: they never change a job's numbers)."""
     superseded_by: str | None = None
     """The label of the suite that replaces this one; superseded suites stay browsable and checkable."""
+    unadmitted: dict[str, str] = Field(default_factory=dict)
+    """Tasks the committed entries do not admit (:mod:`sbbench.leaderboard.admission`), each with the measured
+    reason; ``tests/test_suite_references.py`` checks that the audit rejects exactly these. Not hashed."""
     control_suite: str | None = None
     """The label of the suite of S^c-only controls (task ``<name>-control`` for each task ``<name>``) whose ERM
     accuracy is the ceiling in this suite's admission rule (:mod:`sbbench.leaderboard.admission`); ``None``: the

@@ -284,3 +284,7 @@ def test_terminal_table_fits_100_columns_and_marks_guard_and_superseded(board: P
     assert old.returncode == 0, old.stderr
     assert old.stdout.startswith("synthetic-v1 is superseded by synthetic-v2")
     assert {"erm", "sifer"} <= {line.split()[0] for line in old.stdout.splitlines() if line.strip()}
+
+
+def test_a_pixel_scale_radius_is_stated_as_a_fraction_of_255() -> None:
+    assert stated_radii(get_suite("images")) == "linf radius 2/255 on every task"

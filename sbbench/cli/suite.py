@@ -43,5 +43,9 @@ def audit_command(
     rejected = [a.task for a in admissions if not a.admitted]
     if rejected:
         console.print(f"not admitted: {', '.join(rejected)}", markup=False)
+        for task in rejected:
+            if task in suite_spec.unadmitted:
+                console.print(f"{task} (known, {suite_spec.label}'s card): {suite_spec.unadmitted[task]}", markup=False,
+                              soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"every task of {suite_spec.label} is admitted", markup=False)

@@ -112,10 +112,13 @@ def stated_radii(suite: Suite) -> str:
 
 
 def _attack_words(tag: str | None) -> str:
-    """``l2_1.0`` as ``l2 radius 1.0``."""
+    """``l2_1.0`` as ``l2 radius 1.0``; a pixel-scale radius as a fraction of 255 (``linf radius 2/255``)."""
     if tag is None:
         return "no stated attack"
     norm, _, eps = tag.partition("_")
+    levels = float(eps) * 255
+    if float(eps) < 1 and abs(levels - round(levels)) < 1e-9 and round(levels) >= 1:
+        return f"{norm} radius {round(levels)}/255"
     return f"{norm} radius {eps}"
 
 
