@@ -150,10 +150,12 @@ def donor_block_worst_group(
     generator = torch.Generator().manual_seed(seed)
     correct, count = torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
     labels, donor_labels, indices = y.cpu(), donor_y.cpu(), space.block(block).to(x.device)
+    z_x = space.to_canonical(x)  # once: every repeat only replaces the block
+    donor_blocks = space.to_canonical(donor_x.to(x.device))[:, indices]
     for _ in range(repeats):
         donors = torch.randint(len(donor_x), (len(x),), generator=generator)
-        z = space.to_canonical(x).clone()
-        z[:, indices] = space.to_canonical(donor_x[donors.to(donor_x.device)].to(x.device))[:, indices]
+        z = z_x.clone()
+        z[:, indices] = donor_blocks[donors.to(x.device)]
         logits = predict_logits(model, space.from_canonical(z), batch_size)
         _count_groups(logits, labels, donor_labels[donors] == labels, correct, count)
     return _worst_group(correct, count)
