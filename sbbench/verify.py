@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 import sbbench
 from sbbench.data.images import DominoSpec
@@ -488,6 +487,7 @@ def welch_bound(a: Sequence[float], b: Sequence[float], alpha: float) -> tuple[f
         return 0.0, 0.0
     denominator = va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)
     df = (va + vb) ** 2 / denominator if denominator > 0 else min(len(a), len(b)) - 1
+    from scipy import stats  # imported where used: scipy.stats takes 1-2 s to import
     return float(stats.t.ppf(1 - alpha / 2, df)), se
 
 

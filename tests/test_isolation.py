@@ -134,11 +134,13 @@ class Probe(Method):
             del test
         gc.collect()
         mine = {{id(needle) for needle in needles}}
-        found = []
+        arrays = {{}}  # id -> every tensor or array reachable in one step from a tracked object
         for holder in gc.get_objects():
             for obj in [holder, *gc.get_referents(holder)]:
-                if id(obj) not in mine and any(holds_rows_of(obj, needle) for needle in needles):
-                    found.append(type(obj).__name__)
+                if issubclass(type(obj), (torch.Tensor, np.ndarray)) and id(obj) not in mine:
+                    arrays[id(obj)] = obj
+        found = [type(obj).__name__ for obj in arrays.values()
+                 if any(holds_rows_of(obj, needle) for needle in needles)]
         if found:
             raise RuntimeError(f"the test split is in the fit process: {{len(found)}} objects ({{found[:3]}})")
         model, _ = ctx.fit_model()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -233,7 +234,12 @@ def test_pareto_svg_has_a_panel_per_task_a_point_per_entry_and_the_guard() -> No
 def test_cli_report_applies_the_correction_and_writes_the_pareto_svg(tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "figures" / "pareto.svg"
-    root = str(REPO / "leaderboard")
+    # ERM and the oracle only, so that m does not move when another committed entry lands.
+    entries = tmp_path / "board" / "synthetic-v2" / "entries"
+    entries.mkdir(parents=True)
+    for name in ("erm", "oracle-randomize-s"):
+        shutil.copy(REPO / "leaderboard" / "synthetic-v2" / "entries" / f"{name}.json", entries)
+    root = str(tmp_path / "board")
     result = runner.invoke(app, ["leaderboard", "report", "--suite", "synthetic-v2", "--root", root,
                                  "--metrics", "s_rand_wga,acc", "--pareto-svg", str(out)])
     assert result.exit_code == 0, result.output

@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
-from scipy import stats
 
 import sbbench
 from sbbench.headline import ACCURACY_GUARD, TaskAssessment, assess, score_meaning
@@ -421,6 +420,7 @@ def _column_intervals(values: np.ndarray) -> list[svg.Interval]:
     means = values.mean(axis=0)
     if n < 2:
         return [svg.Interval(float(m), float(m), float(m)) for m in means]
+    from scipy import stats  # imported where used: scipy.stats takes 1-2 s to import
     half = float(stats.t.ppf(0.975, n - 1)) * values.std(axis=0, ddof=1) / math.sqrt(n)
     return [svg.Interval(float(m), float(m - h), float(m + h)) for m, h in zip(means, half, strict=True)]
 

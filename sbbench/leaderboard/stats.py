@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scipy import stats
 
 
 class Summary(BaseModel):
@@ -31,6 +30,7 @@ def summarize(values: list[float]) -> Summary:
     if len(array) < 2:
         return Summary(mean=mean, std=0.0, ci_low=mean, ci_high=mean, n=len(array))
     std = float(array.std(ddof=1))
+    from scipy import stats  # imported where used: scipy.stats takes 1-2 s to import
     half = float(stats.t.ppf(0.975, len(array) - 1)) * std / math.sqrt(len(array))
     return Summary(mean=mean, std=std, ci_low=mean - half, ci_high=mean + half, n=len(array))
 
@@ -54,6 +54,8 @@ def paired_difference(a: list[float], b: list[float]) -> PairedDifference:
     if len(diff) < 2 or summary.std == 0.0:
         p_value = 1.0 if summary.mean == 0.0 or len(diff) < 2 else 0.0
     else:
+        from scipy import stats  # imported where used: scipy.stats takes 1-2 s to import
+
         with warnings.catch_warnings():  # near-identical differences only lose precision, not meaning
             warnings.simplefilter("ignore", RuntimeWarning)
             p_value = float(stats.ttest_1samp(diff, 0.0).pvalue)

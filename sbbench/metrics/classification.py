@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from itertools import chain
 
 import torch
-from scipy.stats import rankdata
 from torch import Tensor, nn
 
 DEFAULT_BATCH_SIZE = 8192
@@ -89,6 +88,10 @@ def roc_auc(scores: Tensor, y: Tensor) -> float:
     n_0 = positive.size - n_1
     if n_1 == 0 or n_0 == 0:
         raise ValueError(f"ROC-AUC needs both classes, got {n_1} positives and {n_0} negatives")
+    # scipy.stats is imported here, not at the top: it takes 1-2 s, and every command and fit process that
+    # imports the metrics but never ranks (most of them) would pay it.
+    from scipy.stats import rankdata
+
     ranks = rankdata(scores.detach().cpu().double().numpy(), method="average")
     return float((ranks[positive].sum() - n_1 * (n_1 + 1) / 2) / (n_1 * n_0))
 
