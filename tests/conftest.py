@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
 import sys
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +100,16 @@ class Poisoned:
 def poisoned(data):
     """``data`` (a :class:`sbbench.data.dataset.Dataset`) with its test split replaced by :class:`Poisoned`."""
     return dataclasses.replace(data, test=Poisoned())
+
+
+def committed_entries(root: Path, suite_label: str, names: tuple[str, ...] = ("erm", "oracle-randomize-s")) -> Path:
+    """Copy the named committed entries of ``leaderboard/<suite_label>`` into a fresh leaderboard folder ``root``.
+
+    For tests that read real entries but must not move when another entry is committed. Returns ``root``.
+    """
+    entries = root / suite_label / "entries"
+    entries.mkdir(parents=True)
+    for name in names:
+        shutil.copy(Path(__file__).resolve().parents[1] / "leaderboard" / suite_label / "entries" / f"{name}.json",
+                    entries)
+    return root

@@ -1,7 +1,8 @@
 """Every command and every fit process starts by importing sbbench: keep slow imports out of that path.
 
 scipy.stats takes 1-2 s to import on the 2-core reference machine, more than the rest of sbbench apart
-from torch; only ranking (ROC-AUC) and the leaderboard's statistics need it, so it is imported where used.
+from torch; only ranking (ROC-AUC) and the leaderboard's statistics need it, so it is imported where used
+(the AUC with ties is checked in tests/test_metrics_classification.py).
 """
 
 from __future__ import annotations
@@ -19,11 +20,3 @@ def test_importing_the_cli_or_the_fit_process_does_not_import_scipy_stats(module
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
 
-
-def test_the_auc_still_ranks_with_ties_averaged() -> None:
-    """The lazily imported ranking gives the tie-averaged AUC: one tie between the classes counts one half."""
-    import torch
-
-    from sbbench.metrics.classification import roc_auc
-
-    assert roc_auc(torch.tensor([0.1, 0.5, 0.5, 0.9]), torch.tensor([0, 0, 1, 1])) == pytest.approx(7 / 8)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TASK
+from conftest import TINY_TASK, committed_entries
 from typer.testing import CliRunner
 
 from sbbench.cli import app
@@ -235,11 +234,7 @@ def test_cli_report_applies_the_correction_and_writes_the_pareto_svg(tmp_path: P
     runner = CliRunner()
     out = tmp_path / "figures" / "pareto.svg"
     # ERM and the oracle only, so that m does not move when another committed entry lands.
-    entries = tmp_path / "board" / "synthetic-v2" / "entries"
-    entries.mkdir(parents=True)
-    for name in ("erm", "oracle-randomize-s"):
-        shutil.copy(REPO / "leaderboard" / "synthetic-v2" / "entries" / f"{name}.json", entries)
-    root = str(tmp_path / "board")
+    root = str(committed_entries(tmp_path / "board", "synthetic-v2"))
     result = runner.invoke(app, ["leaderboard", "report", "--suite", "synthetic-v2", "--root", root,
                                  "--metrics", "s_rand_wga,acc", "--pareto-svg", str(out)])
     assert result.exit_code == 0, result.output

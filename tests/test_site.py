@@ -10,12 +10,11 @@ import itertools
 import json
 import math
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TASK
+from conftest import TINY_TASK, committed_entries
 from typer.testing import CliRunner
 
 from sbbench.cache import ResultCache
@@ -273,12 +272,8 @@ def test_glossary_explains_fixed_columns_and_parametrised_metrics() -> None:
 def test_a_worst_group_suite_page_shows_the_pareto_plot_and_a_mean_suite_page_does_not(
         site: Path, tmp_path: Path) -> None:
     """The committed synthetic-v2 entries of ERM and the oracle (copied: other entries would move the front)."""
-    entries = tmp_path / "board" / SYNTHETIC_V2.label / "entries"
-    entries.mkdir(parents=True)
-    for name in ("erm", "oracle-randomize-s"):
-        shutil.copy(REPO / "leaderboard" / SYNTHETIC_V2.label / "entries" / f"{name}.json", entries)
     out = tmp_path / "v2-site"
-    build_site(tmp_path / "board", out, [SYNTHETIC_V2])
+    build_site(committed_entries(tmp_path / "board", SYNTHETIC_V2.label), out, [SYNTHETIC_V2])
     html = (out / SYNTHETIC_V2.label / "index.html").read_text()
     section = html.split('<section class="pareto" id="pareto">')[1].split("</section>")[0]
     assert "<h2>Score against clean accuracy, per task</h2>" in section
